@@ -1,0 +1,623 @@
+/* bus - see bus.h. */
+#include "bus.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ccgw/types.h"
+#include "log.h"
+
+struct ccgw_retained {
+    ccgw_retained_t *hnext;         /* hash chain */
+    ccgw_retained_t *next, *prev;   /* insertion order */
+    ccgw_retained_t *dnext;         /* dirty list */
+    ccgw_kind_t kind;
+    int qos;
+    bool dirty;
+    uint64_t version;               /* of the payload held */
+    uint64_t published_version;     /* last version handed to the sink */
+    char *payload;
+    size_t len;
+    char topic[];
+};
+
+struct ccgw_bus {
+    pthread_mutex_t lock;          /* queue, dirty list, stats */
+    pthread_cond_t not_empty;      /* north thread waits */
+    pthread_cond_t not_full;       /* event producers wait */
+    pthread_cond_t drained;        /* flush waits */
+    ccgw_msg_t *head, *tail;
+    size_t depth, limit;
+    int backpressure_ms;
+    bool running, stopping;
+    bool north_busy;               /* north thread holds popped messages */
+    pthread_t thread;
+    ccgw_sink_t sink;
+    bool has_sink;
+    /* retained cache */
+    pthread_mutex_t cache_lock;
+    ccgw_retained_t **buckets;
+    size_t n_buckets, n_entries;
+    ccgw_retained_t *first, *last;
+    ccgw_retained_t *dirty_head, *dirty_tail;
+    ccgw_bus_stats_t st;
+};
+
+static const char *const kind_names[CCGW_KIND__COUNT] = {"state", "telemetry", "event", "alarm",
+                                                          "reply", "instance", "gateway"};
+
+const char *ccgw_kind_name(ccgw_kind_t k)
+{
+    return (unsigned)k < CCGW_KIND__COUNT ? kind_names[k] : "?";
+}
+
+bool ccgw_kind_retained(ccgw_kind_t k)
+{
+    return k == CCGW_KIND_STATE || k == CCGW_KIND_ALARM || k == CCGW_KIND_INSTANCE ||
+           k == CCGW_KIND_GATEWAY;
+}
+
+ccgw_msg_t *ccgw_msg_new(ccgw_kind_t kind, int qos, const char *topic, const char *payload,
+                         size_t payload_len, const void *corr, size_t corr_len)
+{
+    size_t tl = strlen(topic);
+    ccgw_msg_t *m = malloc(sizeof *m + tl + 1 + payload_len + 1 + corr_len);
+    if (!m)
+        return NULL;
+    memset(m, 0, sizeof *m);
+    m->kind = kind;
+    m->qos = qos;
+    m->retain = ccgw_kind_retained(kind);
+    m->topic = m->data;
+    memcpy(m->topic, topic, tl + 1);
+    m->payload = m->topic + tl + 1;
+    if (payload_len)
+        memcpy(m->payload, payload, payload_len);
+    m->payload[payload_len] = '\0';
+    m->payload_len = payload_len;
+    if (corr_len) {
+        m->corr = m->payload + payload_len + 1;
+        memcpy(m->corr, corr, corr_len);
+        m->corr_len = corr_len;
+    }
+    return m;
+}
+
+void ccgw_msg_free(ccgw_msg_t *m) { free(m); }
+
+static void deadline_after(struct timespec *ts, int ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+static void cond_init_mono(pthread_cond_t *c)
+{
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(c, &a);
+    pthread_condattr_destroy(&a);
+}
+
+ccgw_bus_t *ccgw_bus_new(size_t limit, int backpressure_ms)
+{
+    ccgw_bus_t *b = calloc(1, sizeof *b);
+    if (!b)
+        return NULL;
+    b->limit = limit ? limit : 65536;
+    b->backpressure_ms = backpressure_ms;
+    b->n_buckets = 1024;
+    b->buckets = calloc(b->n_buckets, sizeof *b->buckets);
+    if (!b->buckets) {
+        free(b);
+        return NULL;
+    }
+    pthread_mutex_init(&b->lock, NULL);
+    pthread_mutex_init(&b->cache_lock, NULL);
+    cond_init_mono(&b->not_empty);
+    cond_init_mono(&b->not_full);
+    cond_init_mono(&b->drained);
+    b->st.limit = b->limit;
+    return b;
+}
+
+void ccgw_bus_set_sink(ccgw_bus_t *b, const ccgw_sink_t *sink)
+{
+    if (sink) {
+        b->sink = *sink;
+        b->has_sink = true;
+    } else {
+        b->has_sink = false;
+    }
+}
+
+void ccgw_bus_wake(ccgw_bus_t *b)
+{
+    pthread_mutex_lock(&b->lock);
+    pthread_cond_broadcast(&b->not_empty);
+    pthread_mutex_unlock(&b->lock);
+}
+
+/* ---- cache ---- */
+
+static uint64_t hash_str(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+static void cache_grow(ccgw_bus_t *b)
+{
+    size_t nb = b->n_buckets * 2;
+    ccgw_retained_t **nbk = calloc(nb, sizeof *nbk);
+    if (!nbk)
+        return; /* keep the longer chains */
+    for (ccgw_retained_t *e = b->first; e; e = e->next) {
+        size_t i = hash_str(e->topic) & (nb - 1);
+        e->hnext = nbk[i];
+        nbk[i] = e;
+    }
+    free(b->buckets);
+    b->buckets = nbk;
+    b->n_buckets = nb;
+}
+
+static ccgw_retained_t *cache_get(ccgw_bus_t *b, const char *topic, ccgw_kind_t kind, int qos)
+{
+    size_t i = hash_str(topic) & (b->n_buckets - 1);
+    for (ccgw_retained_t *e = b->buckets[i]; e; e = e->hnext)
+        if (strcmp(e->topic, topic) == 0)
+            return e;
+    size_t tl = strlen(topic);
+    ccgw_retained_t *e = calloc(1, sizeof *e + tl + 1);
+    if (!e)
+        return NULL;
+    memcpy(e->topic, topic, tl + 1);
+    e->kind = kind;
+    e->qos = qos;
+    e->hnext = b->buckets[i];
+    b->buckets[i] = e;
+    e->prev = b->last;
+    if (b->last)
+        b->last->next = e;
+    else
+        b->first = e;
+    b->last = e;
+    b->n_entries++;
+    if (b->n_entries > b->n_buckets)
+        cache_grow(b);
+    return e;
+}
+
+/* ---- queue ---- */
+
+static void enqueue_locked(ccgw_bus_t *b, ccgw_msg_t *m)
+{
+    m->next = NULL;
+    if (b->tail)
+        b->tail->next = m;
+    else
+        b->head = m;
+    b->tail = m;
+    b->depth++;
+    if (b->depth > b->st.max_depth)
+        b->st.max_depth = b->depth;
+    b->st.pushed[m->kind]++;
+    pthread_cond_signal(&b->not_empty);
+}
+
+int ccgw_bus_push(ccgw_bus_t *b, ccgw_msg_t *m)
+{
+    if (!m)
+        return CCGW_ENOMEM;
+    pthread_mutex_lock(&b->lock);
+    if (b->stopping) {
+        pthread_mutex_unlock(&b->lock);
+        ccgw_msg_free(m);
+        return CCGW_ESTOPPED;
+    }
+    if (b->depth >= b->limit && (m->kind == CCGW_KIND_EVENT || m->kind == CCGW_KIND_REPLY) &&
+        b->backpressure_ms > 0) {
+        struct timespec dl;
+        deadline_after(&dl, b->backpressure_ms);
+        while (b->depth >= b->limit && !b->stopping) {
+            if (pthread_cond_timedwait(&b->not_full, &b->lock, &dl) == ETIMEDOUT)
+                break;
+        }
+    }
+    if (b->depth >= b->limit || b->stopping) {
+        b->st.dropped_full[m->kind]++;
+        uint64_t n = b->st.dropped_full[m->kind];
+        pthread_mutex_unlock(&b->lock);
+        if (m->kind != CCGW_KIND_TELEMETRY && (n & (n - 1)) == 0) /* 1, 2, 4, 8 ... */
+            CLOG_WARN("bus", "north queue full (%zu): dropped %s on %s (%llu so far)", b->limit,
+                      ccgw_kind_name(m->kind), m->topic, (unsigned long long)n);
+        ccgw_msg_free(m);
+        return CCGW_EFULL;
+    }
+    enqueue_locked(b, m);
+    pthread_mutex_unlock(&b->lock);
+    return CCGW_OK;
+}
+
+int ccgw_bus_retain(ccgw_bus_t *b, ccgw_kind_t kind, int qos, const char *topic,
+                    const char *payload, size_t len)
+{
+    pthread_mutex_lock(&b->cache_lock);
+    ccgw_retained_t *e = cache_get(b, topic, kind, qos);
+    if (!e) {
+        pthread_mutex_unlock(&b->cache_lock);
+        return CCGW_ENOMEM;
+    }
+    char *copy = malloc(len + 1);
+    if (!copy) {
+        pthread_mutex_unlock(&b->cache_lock);
+        return CCGW_ENOMEM;
+    }
+    memcpy(copy, payload, len);
+    copy[len] = '\0';
+    free(e->payload);
+    e->payload = copy;
+    e->len = len;
+    e->qos = qos;
+    e->version++;
+    uint64_t version = e->version;
+    pthread_mutex_unlock(&b->cache_lock);
+
+    ccgw_msg_t *m = ccgw_msg_new(kind, qos, topic, payload, len, NULL, 0);
+    pthread_mutex_lock(&b->lock);
+    if (m && b->depth < b->limit && !b->stopping) {
+        m->entry = e;
+        m->version = version;
+        enqueue_locked(b, m);
+        pthread_mutex_unlock(&b->lock);
+        return CCGW_OK;
+    }
+    /* full (or no memory): latest value wins through the dirty list */
+    b->st.coalesced++;
+    pthread_mutex_lock(&b->cache_lock);
+    if (!e->dirty) {
+        e->dirty = true;
+        e->dnext = NULL;
+        if (b->dirty_tail)
+            b->dirty_tail->dnext = e;
+        else
+            b->dirty_head = e;
+        b->dirty_tail = e;
+    }
+    pthread_mutex_unlock(&b->cache_lock);
+    pthread_cond_signal(&b->not_empty);
+    pthread_mutex_unlock(&b->lock);
+    ccgw_msg_free(m);
+    return CCGW_OK;
+}
+
+void ccgw_bus_retained_foreach(ccgw_bus_t *b,
+                               void (*fn)(void *ctx, ccgw_kind_t kind, const char *topic,
+                                          const char *payload, size_t len),
+                               void *ctx)
+{
+    pthread_mutex_lock(&b->cache_lock);
+    for (ccgw_retained_t *e = b->first; e; e = e->next)
+        if (e->len > 0)
+            fn(ctx, e->kind, e->topic, e->payload, e->len);
+    pthread_mutex_unlock(&b->cache_lock);
+}
+
+/* ---- north thread ---- */
+
+static bool sink_ready(ccgw_bus_t *b) { return !b->has_sink || b->sink.ready(b->sink.ctx); }
+
+/* Publish one message; returns false when it must be kept for later. */
+static bool deliver(ccgw_bus_t *b, ccgw_msg_t *m)
+{
+    if (m->entry) {
+        pthread_mutex_lock(&b->cache_lock);
+        bool stale = m->version <= m->entry->published_version;
+        pthread_mutex_unlock(&b->cache_lock);
+        if (stale) {
+            pthread_mutex_lock(&b->lock);
+            b->st.superseded++;
+            pthread_mutex_unlock(&b->lock);
+            return true;
+        }
+    }
+    int rc = b->has_sink ? b->sink.publish(b->sink.ctx, m) : 0;
+    if (rc == CCGW_ESTATE) {
+        if (m->kind == CCGW_KIND_EVENT || m->kind == CCGW_KIND_REPLY)
+            return false; /* keep: retried after reconnect */
+        pthread_mutex_lock(&b->lock);
+        b->st.dropped_offline[m->kind]++; /* retained kinds come back with the snapshot */
+        pthread_mutex_unlock(&b->lock);
+        return true;
+    }
+    if (m->entry && rc == 0) {
+        pthread_mutex_lock(&b->cache_lock);
+        if (m->version > m->entry->published_version)
+            m->entry->published_version = m->version;
+        pthread_mutex_unlock(&b->cache_lock);
+    }
+    pthread_mutex_lock(&b->lock);
+    if (rc == 0)
+        b->st.published[m->kind]++;
+    else
+        b->st.dropped_offline[m->kind]++;
+    pthread_mutex_unlock(&b->lock);
+    return true;
+}
+
+/* Publish a cache entry's current payload (dirty list and snapshots). */
+static bool deliver_entry(ccgw_bus_t *b, ccgw_retained_t *e)
+{
+    pthread_mutex_lock(&b->cache_lock);
+    ccgw_msg_t *m = ccgw_msg_new(e->kind, e->qos, e->topic, e->payload ? e->payload : "", e->len,
+                                 NULL, 0);
+    if (m) {
+        m->entry = e;
+        m->version = e->version;
+    }
+    /* a snapshot republishes even what was published before */
+    uint64_t saved = e->published_version;
+    e->published_version = 0;
+    pthread_mutex_unlock(&b->cache_lock);
+    if (!m)
+        return true;
+    bool done = deliver(b, m);
+    pthread_mutex_lock(&b->cache_lock);
+    if (e->published_version < saved)
+        e->published_version = saved;
+    pthread_mutex_unlock(&b->cache_lock);
+    ccgw_msg_free(m);
+    return done;
+}
+
+/* Wait until the sink is ready or we are stopping. Called with b->lock held. */
+static bool wait_ready_locked(ccgw_bus_t *b)
+{
+    while (!b->stopping && !sink_ready(b)) {
+        struct timespec dl;
+        deadline_after(&dl, 100);
+        pthread_cond_timedwait(&b->not_empty, &b->lock, &dl);
+    }
+    return !b->stopping;
+}
+
+static void run_snapshot(ccgw_bus_t *b)
+{
+    /* Walk the insertion-ordered list; entries are never removed while running. */
+    pthread_mutex_lock(&b->cache_lock);
+    ccgw_retained_t *e = b->first;
+    pthread_mutex_unlock(&b->cache_lock);
+    size_t n = 0;
+    while (e) {
+        pthread_mutex_lock(&b->lock);
+        bool ok = wait_ready_locked(b);
+        pthread_mutex_unlock(&b->lock);
+        if (!ok)
+            return;
+        if (e->len > 0 || e->kind == CCGW_KIND_ALARM) {
+            deliver_entry(b, e);
+            n++;
+        }
+        pthread_mutex_lock(&b->cache_lock);
+        e = e->next;
+        pthread_mutex_unlock(&b->cache_lock);
+    }
+    pthread_mutex_lock(&b->lock);
+    b->st.snapshots++;
+    pthread_mutex_unlock(&b->lock);
+    CLOG_INFO("bus", "republished %zu retained topics", n);
+}
+
+static void *north_main(void *arg)
+{
+    ccgw_bus_t *b = arg;
+    ccgw_msg_t *held = NULL, *held_tail = NULL; /* popped, not yet delivered (in order) */
+    pthread_mutex_lock(&b->lock);
+    while (!b->stopping) {
+        if (b->has_sink && b->sink.take_snapshot_request(b->sink.ctx)) {
+            pthread_mutex_unlock(&b->lock);
+            run_snapshot(b);
+            pthread_mutex_lock(&b->lock);
+            continue;
+        }
+        if (!held && !b->head && !b->dirty_head) {
+            b->north_busy = false;
+            pthread_cond_broadcast(&b->drained);
+            struct timespec dl;
+            deadline_after(&dl, 1000);
+            pthread_cond_timedwait(&b->not_empty, &b->lock, &dl);
+            continue;
+        }
+        if (!sink_ready(b)) {
+            if (!held)
+                b->north_busy = false;
+            pthread_cond_broadcast(&b->drained);
+            wait_ready_locked(b);
+            continue;
+        }
+        b->north_busy = true;
+        /* pop a batch after whatever is held */
+        for (int i = 0; i < 256 && b->head; i++) {
+            ccgw_msg_t *m = b->head;
+            b->head = m->next;
+            if (!b->head)
+                b->tail = NULL;
+            b->depth--;
+            m->next = NULL;
+            if (held_tail)
+                held_tail->next = m;
+            else
+                held = m;
+            held_tail = m;
+        }
+        pthread_cond_broadcast(&b->not_full);
+        pthread_mutex_unlock(&b->lock);
+
+        while (held) {
+            if (!sink_ready(b))
+                break;
+            ccgw_msg_t *m = held;
+            if (!deliver(b, m))
+                break;
+            held = m->next;
+            if (!held)
+                held_tail = NULL;
+            ccgw_msg_free(m);
+        }
+        /* dirty entries: the latest state of topics whose updates did not fit */
+        for (;;) {
+            if (!sink_ready(b))
+                break;
+            pthread_mutex_lock(&b->cache_lock);
+            ccgw_retained_t *e = b->dirty_head;
+            if (e) {
+                b->dirty_head = e->dnext;
+                if (!b->dirty_head)
+                    b->dirty_tail = NULL;
+                e->dirty = false;
+                e->dnext = NULL;
+            }
+            pthread_mutex_unlock(&b->cache_lock);
+            if (!e)
+                break;
+            pthread_mutex_lock(&b->cache_lock);
+            bool newer = e->version > e->published_version;
+            pthread_mutex_unlock(&b->cache_lock);
+            if (newer) {
+                /* publish the current payload */
+                pthread_mutex_lock(&b->cache_lock);
+                ccgw_msg_t *m = ccgw_msg_new(e->kind, e->qos, e->topic, e->payload ? e->payload : "",
+                                             e->len, NULL, 0);
+                if (m) {
+                    m->entry = e;
+                    m->version = e->version;
+                }
+                pthread_mutex_unlock(&b->cache_lock);
+                if (m) {
+                    deliver(b, m);
+                    ccgw_msg_free(m);
+                }
+            }
+        }
+        pthread_mutex_lock(&b->lock);
+    }
+    pthread_mutex_unlock(&b->lock);
+    while (held) {
+        ccgw_msg_t *n = held->next;
+        ccgw_msg_free(held);
+        held = n;
+    }
+    return NULL;
+}
+
+int ccgw_bus_start(ccgw_bus_t *b)
+{
+    pthread_mutex_lock(&b->lock);
+    b->stopping = false;
+    pthread_mutex_unlock(&b->lock);
+    int rc = pthread_create(&b->thread, NULL, north_main, b);
+    if (rc != 0) {
+        CLOG_ERROR("bus", "cannot start the north thread: %s", strerror(rc));
+        return CCGW_ENOMEM;
+    }
+    pthread_setname_np(b->thread, "ccgw:north");
+    b->running = true;
+    return CCGW_OK;
+}
+
+bool ccgw_bus_flush(ccgw_bus_t *b, int timeout_ms)
+{
+    struct timespec dl;
+    deadline_after(&dl, timeout_ms);
+    pthread_mutex_lock(&b->lock);
+    bool ok = false;
+    for (;;) {
+        bool empty = !b->head && !b->dirty_head && !b->north_busy;
+        bool idle = !b->has_sink || b->sink.idle(b->sink.ctx);
+        if (empty && idle) {
+            ok = true;
+            break;
+        }
+        pthread_cond_signal(&b->not_empty);
+        struct timespec step;
+        deadline_after(&step, 20);
+        if (step.tv_sec > dl.tv_sec || (step.tv_sec == dl.tv_sec && step.tv_nsec > dl.tv_nsec))
+            step = dl;
+        if (pthread_cond_timedwait(&b->drained, &b->lock, &step) == ETIMEDOUT) {
+            struct timespec now;
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            if (now.tv_sec > dl.tv_sec || (now.tv_sec == dl.tv_sec && now.tv_nsec >= dl.tv_nsec))
+                break;
+        }
+    }
+    pthread_mutex_unlock(&b->lock);
+    return ok;
+}
+
+void ccgw_bus_stop(ccgw_bus_t *b)
+{
+    pthread_mutex_lock(&b->lock);
+    b->stopping = true;
+    pthread_cond_broadcast(&b->not_empty);
+    pthread_cond_broadcast(&b->not_full);
+    pthread_mutex_unlock(&b->lock);
+    if (b->running) {
+        pthread_join(b->thread, NULL);
+        b->running = false;
+    }
+    pthread_mutex_lock(&b->lock);
+    while (b->head) {
+        ccgw_msg_t *m = b->head;
+        b->head = m->next;
+        ccgw_msg_free(m);
+    }
+    b->tail = NULL;
+    b->depth = 0;
+    pthread_mutex_unlock(&b->lock);
+}
+
+void ccgw_bus_free(ccgw_bus_t *b)
+{
+    if (!b)
+        return;
+    ccgw_bus_stop(b);
+    ccgw_retained_t *e = b->first;
+    while (e) {
+        ccgw_retained_t *n = e->next;
+        free(e->payload);
+        free(e);
+        e = n;
+    }
+    free(b->buckets);
+    pthread_mutex_destroy(&b->lock);
+    pthread_mutex_destroy(&b->cache_lock);
+    pthread_cond_destroy(&b->not_empty);
+    pthread_cond_destroy(&b->not_full);
+    pthread_cond_destroy(&b->drained);
+    free(b);
+}
+
+void ccgw_bus_get_stats(ccgw_bus_t *b, ccgw_bus_stats_t *out)
+{
+    pthread_mutex_lock(&b->lock);
+    *out = b->st;
+    out->depth = b->depth;
+    pthread_mutex_unlock(&b->lock);
+    pthread_mutex_lock(&b->cache_lock);
+    out->retained_entries = b->n_entries;
+    pthread_mutex_unlock(&b->cache_lock);
+}

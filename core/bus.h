@@ -1,0 +1,115 @@
+/*
+ * bus - the bounded queue between emitters (plugin and core threads) and the
+ * north side, the retained-state cache, and the north thread that drains the
+ * queue into the sink (MQTT).
+ *
+ * Who runs what: any thread pushes; one north thread (started here) pops and
+ * calls the sink; the sink's own threads (libmosquitto's) only call
+ * ccgw_bus_wake().
+ *
+ * Policy at the limit (gateway.queue_size messages), each counted:
+ *  - telemetry: dropped, CCGW_EFULL.
+ *  - events, replies: the caller waits up to backpressure_ms, then dropped, CCGW_EFULL.
+ *  - retained kinds (state, alarm, instance, gateway): never block and never
+ *    lost: the cache holds the latest payload per topic and the entry is
+ *    marked dirty; the north thread publishes dirty entries when it can.
+ * A retained message is published only if it is newer than what was last
+ * published for its topic, so a coalesced or replayed state never goes back
+ * in time. While the sink is not ready (broker down) nothing is popped; on
+ * each (re)connect the sink asks for a snapshot and every cache entry is
+ * published again before the queue resumes.
+ */
+#ifndef CCGW_BUS_H
+#define CCGW_BUS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum ccgw_kind {
+    CCGW_KIND_STATE = 0,
+    CCGW_KIND_TELEMETRY,
+    CCGW_KIND_EVENT,
+    CCGW_KIND_ALARM,
+    CCGW_KIND_REPLY,
+    CCGW_KIND_INSTANCE,
+    CCGW_KIND_GATEWAY,
+    CCGW_KIND__COUNT
+} ccgw_kind_t;
+
+const char *ccgw_kind_name(ccgw_kind_t k);
+bool ccgw_kind_retained(ccgw_kind_t k);
+
+typedef struct ccgw_retained ccgw_retained_t;
+typedef struct ccgw_bus ccgw_bus_t;
+
+typedef struct ccgw_msg {
+    struct ccgw_msg *next;
+    ccgw_kind_t kind;
+    int qos;
+    bool retain;
+    char *topic;
+    char *payload;
+    size_t payload_len;
+    void *corr;            /* MQTT v5 correlation data for replies */
+    size_t corr_len;
+    ccgw_retained_t *entry; /* retained kinds: the cache entry */
+    uint64_t version;       /* the entry's version this payload is */
+    char data[];
+} ccgw_msg_t;
+
+/* One allocation holding topic, payload and correlation data (copied). */
+ccgw_msg_t *ccgw_msg_new(ccgw_kind_t kind, int qos, const char *topic, const char *payload,
+                         size_t payload_len, const void *corr, size_t corr_len);
+void ccgw_msg_free(ccgw_msg_t *m);
+
+typedef struct ccgw_sink {
+    void *ctx;
+    /* true when a publish may be attempted now (connected, inflight below cap) */
+    bool (*ready)(void *ctx);
+    /* 0 = handed over; CCGW_ESTATE = not connected (keep it); other < 0 = drop it */
+    int (*publish)(void *ctx, const ccgw_msg_t *m);
+    /* true once after each (re)connect: republish the whole cache */
+    bool (*take_snapshot_request)(void *ctx);
+    /* true when nothing is waiting for an acknowledgement */
+    bool (*idle)(void *ctx);
+} ccgw_sink_t;
+
+typedef struct ccgw_bus_stats {
+    uint64_t pushed[CCGW_KIND__COUNT];
+    uint64_t published[CCGW_KIND__COUNT];
+    uint64_t dropped_full[CCGW_KIND__COUNT];    /* queue at its limit */
+    uint64_t dropped_offline[CCGW_KIND__COUNT]; /* sink refused while disconnected */
+    uint64_t superseded;                        /* retained message older than one published */
+    uint64_t coalesced;                         /* retained update went dirty (queue full) */
+    uint64_t snapshots;
+    size_t depth, max_depth, limit;
+    size_t retained_entries;
+} ccgw_bus_stats_t;
+
+ccgw_bus_t *ccgw_bus_new(size_t limit, int backpressure_ms);
+/* Without a sink (MQTT disabled), popped messages are discarded (counted as published). */
+void ccgw_bus_set_sink(ccgw_bus_t *bus, const ccgw_sink_t *sink);
+int ccgw_bus_start(ccgw_bus_t *bus);
+/* Wait up to timeout_ms for the queue and dirty list to empty and the sink to be idle. */
+bool ccgw_bus_flush(ccgw_bus_t *bus, int timeout_ms);
+void ccgw_bus_stop(ccgw_bus_t *bus); /* joins the north thread; queued messages are freed */
+void ccgw_bus_free(ccgw_bus_t *bus);
+void ccgw_bus_wake(ccgw_bus_t *bus); /* thread-safe: the sink's state changed */
+
+/* Push a non-retained message (takes ownership, also on failure). */
+int ccgw_bus_push(ccgw_bus_t *bus, ccgw_msg_t *m);
+/* Update the retained cache for `topic` (payload may be empty: a clear) and queue it. */
+int ccgw_bus_retain(ccgw_bus_t *bus, ccgw_kind_t kind, int qos, const char *topic,
+                    const char *payload, size_t len);
+
+/* Visit every retained entry with a non-empty payload, under the cache lock
+ * (keep the callback short; copy what you need). */
+void ccgw_bus_retained_foreach(ccgw_bus_t *bus,
+                               void (*fn)(void *ctx, ccgw_kind_t kind, const char *topic,
+                                          const char *payload, size_t len),
+                               void *ctx);
+
+void ccgw_bus_get_stats(ccgw_bus_t *bus, ccgw_bus_stats_t *out);
+
+#endif

@@ -1,0 +1,397 @@
+/* command - see command.h. */
+#include "command.h"
+
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config_schema.h"
+#include "config_tree.h"
+#include "device.h"
+#include "gateway.h"
+#include "instance.h"
+#include "log.h"
+
+struct ccgw_cmd {
+    struct ccgw_cmd *next, *prev; /* instance's live list */
+    ccgw_instance_t *inst;
+    ccgw_device_t *dev;
+    char name[128];
+    ccgw_config_doc_t *args;
+    ccgw_reply_target_t target;
+    atomic_int refs;      /* the plugin's and the core's (timeout) */
+    atomic_bool replied;
+    bool target_released;
+    uint64_t t_start;
+};
+
+/* ---- replies ---- */
+
+static void reply_now(ccgw_gateway_t *gw, ccgw_device_t *dev, const char *class_name,
+                      const char *device_id, const char *command, const char *code, const char *msg,
+                      const ccgw_value_t *data, size_t n, ccgw_reply_target_t *t)
+{
+    size_t len = 0;
+    char *payload = ccgw_device_encode_reply(gw, dev, class_name, device_id, command, code, msg,
+                                             data, n, &len);
+    if (payload && t->send)
+        t->send(t->ctx, payload, len);
+    free(payload);
+}
+
+static void release_target(ccgw_reply_target_t *t)
+{
+    if (t->release)
+        t->release(t->ctx);
+    t->release = NULL;
+    t->send = NULL;
+}
+
+static void cmd_unlink_locked(struct ccgw_cmd *c)
+{
+    ccgw_instance_t *inst = c->inst;
+    if (c->prev)
+        c->prev->next = c->next;
+    else if (inst->cmds == c)
+        inst->cmds = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->next = c->prev = NULL;
+}
+
+static void cmd_free(struct ccgw_cmd *c)
+{
+    release_target(&c->target);
+    ccgw_config_doc_free(c->args);
+    free(c);
+}
+
+static void cmd_unref(struct ccgw_cmd *c)
+{
+    if (atomic_fetch_sub(&c->refs, 1) != 1)
+        return;
+    ccgw_instance_t *inst = c->inst;
+    pthread_mutex_lock(&inst->lock);
+    cmd_unlink_locked(c);
+    pthread_mutex_unlock(&inst->lock);
+    cmd_free(c);
+}
+
+/* First reply wins; returns false when the command was already answered. */
+static bool cmd_answer(struct ccgw_cmd *c, const char *code, const char *msg, const ccgw_value_t *data,
+                       size_t n)
+{
+    bool expected = false;
+    if (!atomic_compare_exchange_strong(&c->replied, &expected, true))
+        return false;
+    ccgw_instance_t *inst = c->inst;
+    if (!code)
+        atomic_fetch_add(&inst->cmds_ok, 1);
+    else if (strcmp(code, CCGW_CMD_E_TIMEOUT) == 0)
+        atomic_fetch_add(&inst->cmds_timeout, 1);
+    else
+        atomic_fetch_add(&inst->cmds_failed, 1);
+    uint64_t ms = ccgw_now_ms() - c->t_start;
+    ccgw_log_tagged(code ? CCGW_LOG_INFO : CCGW_LOG_DEBUG, inst->tag, NULL, 0,
+                    "command %s on %s/%s: %s%s%s (%llu ms)", c->name, ccgw_device_class(c->dev),
+                    ccgw_device_id(c->dev), code ? code : "ok", code ? ": " : "", code && msg ? msg : "",
+                    (unsigned long long)ms);
+    reply_now(inst->gw, c->dev, NULL, NULL, c->name, code, msg, data, n, &c->target);
+    return true;
+}
+
+const char *ccgw_cmd_name(const ccgw_cmd_t *c) { return c ? c->name : NULL; }
+ccgw_device_t *ccgw_cmd_device(const ccgw_cmd_t *c) { return c ? c->dev : NULL; }
+const ccgw_config_t *ccgw_cmd_args(const ccgw_cmd_t *c) { return c ? c->args->root : NULL; }
+
+int ccgw_cmd_reply_ok(ccgw_cmd_t *c, const ccgw_value_t *data, size_t n)
+{
+    if (!c)
+        return CCGW_EINVAL;
+    bool first = cmd_answer(c, NULL, NULL, data, n);
+    cmd_unref(c);
+    return first ? CCGW_OK : CCGW_ESTATE;
+}
+
+int ccgw_cmd_reply_error(ccgw_cmd_t *c, const char *code, const char *fmt, ...)
+{
+    if (!c)
+        return CCGW_EINVAL;
+    char msg[512] = "";
+    if (fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        va_end(ap);
+    }
+    bool valid = code && *code && strlen(code) < 64;
+    for (const char *p = code; valid && *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || *p == '_'))
+            valid = false;
+    bool first = cmd_answer(c, valid ? code : CCGW_CMD_E_DEVICE_ERROR, msg, NULL, 0);
+    cmd_unref(c);
+    return first ? CCGW_OK : CCGW_ESTATE;
+}
+
+/* ---- JSON arguments -> config nodes ---- */
+
+static struct ccgw_config *from_json(ccgw_config_doc_t *doc, json_t *j, int depth)
+{
+    if (depth > 16)
+        return NULL;
+    char buf[64];
+    struct ccgw_config *n = NULL;
+    switch (json_typeof(j)) {
+    case JSON_OBJECT: {
+        n = ccgw_config_node_new(doc, CCGW_NODE_MAP, NULL, 0, 0);
+        const char *k;
+        json_t *v;
+        json_object_foreach(j, k, v) {
+            struct ccgw_config *c = from_json(doc, v, depth + 1);
+            if (!n || !c || ccgw_config_map_add(n, k, c) != 0)
+                return NULL;
+        }
+        return n;
+    }
+    case JSON_ARRAY: {
+        n = ccgw_config_node_new(doc, CCGW_NODE_LIST, NULL, 0, 0);
+        size_t i;
+        json_t *v;
+        json_array_foreach(j, i, v) {
+            struct ccgw_config *c = from_json(doc, v, depth + 1);
+            if (!n || !c || ccgw_config_list_add(n, c) != 0)
+                return NULL;
+        }
+        return n;
+    }
+    case JSON_STRING:
+        n = ccgw_config_node_new(doc, CCGW_NODE_SCALAR, json_string_value(j), 0, 0);
+        return n;
+    case JSON_INTEGER:
+        snprintf(buf, sizeof buf, "%" JSON_INTEGER_FORMAT, json_integer_value(j));
+        break;
+    case JSON_REAL:
+        snprintf(buf, sizeof buf, "%.17g", json_real_value(j));
+        break;
+    case JSON_TRUE: snprintf(buf, sizeof buf, "true"); break;
+    case JSON_FALSE: snprintf(buf, sizeof buf, "false"); break;
+    case JSON_NULL:
+        n = ccgw_config_node_new(doc, CCGW_NODE_SCALAR, "", 0, 0);
+        if (n)
+            n->is_null = true;
+        return n;
+    }
+    n = ccgw_config_node_new(doc, CCGW_NODE_SCALAR, buf, 0, 0);
+    if (n)
+        n->plain = true;
+    return n;
+}
+
+/* ---- delivery on the instance thread ---- */
+
+static void on_timeout(ccgw_timer_t *t, void *arg)
+{
+    (void)t;
+    struct ccgw_cmd *c = arg;
+    char msg[96];
+    snprintf(msg, sizeof msg, "no reply from the device within %d ms", c->inst->cfg->command_timeout_ms);
+    cmd_answer(c, CCGW_CMD_E_TIMEOUT, msg, NULL, 0);
+    cmd_unref(c); /* the core's reference */
+}
+
+static void deliver(void *arg)
+{
+    struct ccgw_cmd *c = arg;
+    ccgw_instance_t *inst = c->inst;
+    pthread_mutex_lock(&inst->lock);
+    bool running = inst->run_state == CCGW_RUN_RUNNING;
+    pthread_mutex_unlock(&inst->lock);
+    if (!running || !inst->desc->command) {
+        cmd_answer(c, CCGW_CMD_E_DEVICE_ERROR, "instance is not running", NULL, 0);
+        cmd_unref(c);
+        cmd_unref(c);
+        return;
+    }
+    if (!ccgw_loop_timer_add(inst->loop, (uint64_t)inst->cfg->command_timeout_ms, 0, on_timeout, c)) {
+        cmd_answer(c, CCGW_CMD_E_BUSY, "out of memory", NULL, 0);
+        cmd_unref(c);
+        cmd_unref(c);
+        return;
+    }
+    inst->desc->command(inst->state, c);
+}
+
+/* ---- dispatch ---- */
+
+typedef struct route {
+    ccgw_gateway_t *gw;
+    const char *class_name, *device_id, *name;
+    json_t *args;
+    ccgw_reply_target_t *target;
+    bool consumed; /* the target moved into a command */
+} route_t;
+
+static int route_on_device(ccgw_device_t *dev, void *ctx)
+{
+    route_t *r = ctx;
+    ccgw_instance_t *inst = ccgw_device_instance(dev);
+    const ccgw_command_spec_t *spec = ccgw_device_find_command(dev, r->name);
+    if (!spec) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "%s/%s takes no command '%s'", r->class_name, r->device_id, r->name);
+        reply_now(r->gw, dev, NULL, NULL, r->name, CCGW_CMD_E_UNKNOWN_COMMAND, msg, NULL, 0, r->target);
+        return CCGW_OK;
+    }
+    ccgw_config_doc_t *doc = ccgw_config_doc_new("arguments", false);
+    struct ccgw_config *root = doc ? from_json(doc, r->args, 0) : NULL;
+    if (!root) {
+        ccgw_config_doc_free(doc);
+        reply_now(r->gw, dev, NULL, NULL, r->name, CCGW_CMD_E_BAD_ARGUMENTS,
+                  "arguments nested too deeply", NULL, 0, r->target);
+        return CCGW_OK;
+    }
+    doc->root = root;
+    if (spec->args) {
+        ccgw_schema_validate(root, spec->args, "arguments");
+    } else if (root->count > 0) {
+        ccgw_config_diag(doc, root, "command '%s' takes no arguments", r->name);
+    }
+    if (doc->n_diags > 0) {
+        char msg[1024] = "";
+        size_t off = 0;
+        for (size_t i = 0; i < doc->n_diags && off < sizeof msg - 1; i++) {
+            int w = snprintf(msg + off, sizeof msg - off, "%s%s", i ? "; " : "", doc->diags[i]);
+            if (w < 0)
+                break;
+            off += (size_t)w;
+        }
+        ccgw_config_doc_free(doc);
+        reply_now(r->gw, dev, NULL, NULL, r->name, CCGW_CMD_E_BAD_ARGUMENTS, msg, NULL, 0, r->target);
+        return CCGW_OK;
+    }
+    struct ccgw_cmd *c = calloc(1, sizeof *c);
+    if (!c) {
+        ccgw_config_doc_free(doc);
+        reply_now(r->gw, dev, NULL, NULL, r->name, CCGW_CMD_E_BUSY, "out of memory", NULL, 0, r->target);
+        return CCGW_OK;
+    }
+    c->inst = inst;
+    c->dev = dev;
+    snprintf(c->name, sizeof c->name, "%s", r->name);
+    c->args = doc;
+    c->target = *r->target;
+    atomic_init(&c->refs, 2);
+    atomic_init(&c->replied, false);
+    c->t_start = ccgw_now_ms();
+    atomic_fetch_add(&inst->cmds_in, 1);
+
+    pthread_mutex_lock(&inst->lock);
+    bool running = inst->run_state == CCGW_RUN_RUNNING;
+    if (running) {
+        c->next = inst->cmds;
+        if (inst->cmds)
+            inst->cmds->prev = c;
+        inst->cmds = c;
+    }
+    pthread_mutex_unlock(&inst->lock);
+    r->consumed = true;
+    if (!running) {
+        reply_now(r->gw, dev, NULL, NULL, r->name, CCGW_CMD_E_DEVICE_ERROR, "instance is not running",
+                  NULL, 0, &c->target);
+        cmd_free(c);
+        return CCGW_OK;
+    }
+    int rc = ccgw_loop_post(inst->loop, deliver, c);
+    if (rc != CCGW_OK) {
+        cmd_answer(c, rc == CCGW_EFULL ? CCGW_CMD_E_BUSY : CCGW_CMD_E_DEVICE_ERROR,
+                   rc == CCGW_EFULL ? "instance command queue is full" : "instance is stopping", NULL, 0);
+        cmd_unref(c);
+        cmd_unref(c);
+    }
+    return CCGW_OK;
+}
+
+void ccgw_command_dispatch(ccgw_gateway_t *gw, const char *class_name, const char *device_id,
+                           const char *name, const char *payload, size_t len, ccgw_reply_target_t target)
+{
+    json_t *args = NULL;
+    const char *err_code = NULL;
+    char err[300] = "";
+    if (atomic_load(&gw->stopping)) {
+        err_code = CCGW_CMD_E_BUSY;
+        snprintf(err, sizeof err, "the gateway is shutting down");
+    } else if (!ccgw_valid_name(name, false)) {
+        err_code = CCGW_CMD_E_UNKNOWN_COMMAND;
+        snprintf(err, sizeof err, "bad command name");
+    } else if (len > CCGW_CMD_MAX_PAYLOAD) {
+        err_code = CCGW_CMD_E_BAD_ARGUMENTS;
+        snprintf(err, sizeof err, "arguments larger than %d bytes", CCGW_CMD_MAX_PAYLOAD);
+    } else {
+        /* an empty payload (or only blanks) means no arguments */
+        size_t i = 0;
+        while (i < len && (payload[i] == ' ' || payload[i] == '\n' || payload[i] == '\r' || payload[i] == '\t'))
+            i++;
+        if (i == len) {
+            args = json_object();
+        } else {
+            json_error_t je;
+            args = json_loadb(payload, len, JSON_REJECT_DUPLICATES, &je);
+            if (!args) {
+                err_code = CCGW_CMD_E_BAD_ARGUMENTS;
+                snprintf(err, sizeof err, "arguments are not valid JSON: %s (column %d)", je.text, je.column);
+            } else if (!json_is_object(args)) {
+                err_code = CCGW_CMD_E_BAD_ARGUMENTS;
+                snprintf(err, sizeof err, "arguments must be a JSON object");
+            }
+        }
+    }
+    if (!err_code && (!ccgw_valid_class(class_name) || !ccgw_valid_name(device_id, false))) {
+        err_code = CCGW_CMD_E_UNKNOWN_DEVICE;
+        snprintf(err, sizeof err, "no device %s/%s", class_name, device_id);
+    }
+    if (err_code) {
+        reply_now(gw, NULL, class_name, device_id, name, err_code, err, NULL, 0, &target);
+        release_target(&target);
+        json_decref(args);
+        return;
+    }
+    route_t r = {.gw = gw, .class_name = class_name, .device_id = device_id, .name = name,
+                 .args = args, .target = &target};
+    int rc = ccgw_registry_with(gw->registry, class_name, device_id, route_on_device, &r);
+    if (rc == CCGW_ENOTFOUND) {
+        snprintf(err, sizeof err, "no device %s/%s", class_name, device_id);
+        reply_now(gw, NULL, class_name, device_id, name, CCGW_CMD_E_UNKNOWN_DEVICE, err, NULL, 0, &target);
+    }
+    if (!r.consumed)
+        release_target(&target);
+    json_decref(args);
+}
+
+void ccgw_commands_teardown(ccgw_instance_t *inst)
+{
+    /* answer what is still open; the plugin can no longer reply after destroy */
+    for (;;) {
+        pthread_mutex_lock(&inst->lock);
+        struct ccgw_cmd *c = inst->cmds;
+        while (c && atomic_load(&c->replied))
+            c = c->next;
+        pthread_mutex_unlock(&inst->lock);
+        if (!c)
+            break;
+        cmd_answer(c, CCGW_CMD_E_DEVICE_ERROR, "instance stopped", NULL, 0);
+    }
+    if (inst->state != NULL)
+        return; /* plugin still alive: it keeps its references until it replies */
+    pthread_mutex_lock(&inst->lock);
+    struct ccgw_cmd *c = inst->cmds;
+    inst->cmds = NULL;
+    pthread_mutex_unlock(&inst->lock);
+    while (c) {
+        struct ccgw_cmd *n = c->next;
+        cmd_free(c);
+        c = n;
+    }
+}

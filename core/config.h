@@ -1,0 +1,86 @@
+/*
+ * config - the gateway's configuration file: sections gateway, mqtt, instances.
+ *
+ * Loads the YAML, validates the core sections against their option tables
+ * (core/config.c, the same machinery plugins use), resolves each instance's
+ * plugin through a callback (the loader), validates the instance options
+ * against the plugin's table and runs the plugin's check(). Every problem is
+ * collected as FILE:LINE:COL: message; nothing is started here.
+ */
+#ifndef CCGW_CORE_CONFIG_H
+#define CCGW_CORE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "ccgw/plugin.h"
+#include "config_tree.h"
+
+typedef struct ccgw_instance_config {
+    char *id;                     /* [a-z0-9_.-]+, unique */
+    char *plugin;                 /* plugin name */
+    bool enabled;
+    int command_timeout_ms;       /* per-instance command reply timeout */
+    const ccgw_plugin_t *desc;    /* resolved descriptor (owned by the loader) */
+    struct ccgw_config *options;  /* validated options mapping (owned by doc) */
+    struct ccgw_config *node;     /* the instance's mapping, for messages */
+} ccgw_instance_config_t;
+
+typedef struct ccgw_mqtt_config {
+    bool enabled;                 /* false when the section is absent or enabled: false */
+    char *host;
+    int port;
+    char *client_id;              /* default "ccgw-{site}-{gateway id}" */
+    int keepalive_s;
+    char *username;
+    char *password;               /* secret */
+    bool tls;                     /* true when any tls file is set or tls.enabled */
+    char *ca_file, *cert_file, *key_file;
+    bool tls_insecure;            /* skip host name check (test rigs only) */
+    char *topic_prefix;           /* "ccgw/v1" */
+    int qos_state, qos_telemetry, qos_event, qos_alarm, qos_reply;
+    int reconnect_min_ms, reconnect_max_ms;
+    int max_inflight;             /* our bound on unacknowledged publishes */
+} ccgw_mqtt_config_t;
+
+typedef struct ccgw_gateway_config {
+    char *path;                   /* the file */
+    char *site;                   /* [a-z0-9_.-]+ */
+    char *gateway_id;             /* [a-z0-9_.-]+ */
+    int log_level;                /* ccgw_log_level_t */
+    char **plugin_dirs;           /* searched in order; then the built-in dirs */
+    size_t n_plugin_dirs;
+    char *data_dir;
+    int queue_size;               /* north queue bound, messages */
+    int backpressure_ms;          /* max time an event emit may block */
+    ccgw_mqtt_config_t mqtt;
+    ccgw_instance_config_t *instances;
+    size_t n_instances;
+    ccgw_config_doc_t *doc;       /* owns all nodes */
+} ccgw_gateway_config_t;
+
+/* Resolve a plugin by name (the loader). Return its descriptor, or NULL
+ * with a one-line reason in why ("no modbus.so in build/lib/ccgw/plugins",
+ * "plugin ABI 2.0, gateway ABI 1.0"). `cfg` has gateway.* filled in. */
+typedef const ccgw_plugin_t *(*ccgw_plugin_resolver_fn)(void *ctx, const ccgw_gateway_config_t *cfg,
+                                                        const char *name, char *why, size_t whylen);
+
+/* Load and validate. Returns the config (NULL only when out of memory);
+ * when cfg->doc->n_diags > 0 it is invalid and must not be run.
+ * `resolver` may be NULL (then instances' plugins are not checked). */
+ccgw_gateway_config_t *ccgw_gateway_config_load(const char *path, ccgw_plugin_resolver_fn resolver,
+                                                void *ctx);
+/* Same, from memory (tests, fuzzer). */
+ccgw_gateway_config_t *ccgw_gateway_config_load_buffer(const char *name, const char *buf, size_t len,
+                                                       ccgw_plugin_resolver_fn resolver, void *ctx);
+void ccgw_gateway_config_free(ccgw_gateway_config_t *cfg);
+
+/* The core's own tables, for --describe-config and docs. */
+extern const ccgw_option_t ccgw_gateway_options[];
+extern const ccgw_option_t ccgw_mqtt_options[];
+extern const ccgw_option_t ccgw_instance_keys[];
+
+/* [a-z0-9_.-]+, 1..64 chars */
+bool ccgw_valid_id(const char *s);
+
+#endif /* CCGW_CORE_CONFIG_H */

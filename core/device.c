@@ -1,0 +1,826 @@
+/* device - see device.h. */
+#include "device.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gateway.h"
+#include "instance.h"
+#include "log.h"
+
+typedef struct attr {
+    char *name;
+    char *json; /* encoded value */
+} attr_t;
+
+typedef struct alarm {
+    char *code;
+    ccgw_severity_t severity;
+    char *message;
+    char raised_at[CCGW_TS_LEN];
+} alarm_t;
+
+struct ccgw_device {
+    ccgw_device_t *reg_next;  /* registry chain */
+    ccgw_device_t *inst_next; /* instance's list */
+    ccgw_instance_t *inst;
+    ccgw_gateway_t *gw;
+    char *class_name, *id, *key;
+    void *user;
+    const ccgw_command_spec_t *extra[8];
+    size_t n_extra;
+    pthread_mutex_t lock;
+    uint64_t seq[CCGW_KIND__COUNT];
+    bool online;
+    char *reason;
+    attr_t *attrs;
+    size_t n_attrs, cap_attrs;
+    alarm_t *alarms;
+    size_t n_alarms, cap_alarms;
+    char *topic_base;  /* {prefix}/{site}/{class}/{device} */
+    char *state_topic;
+    char *env;         /* pre-encoded "site":..,"class":..,"device":..,"instance":..,"boot":.. */
+    size_t env_len;
+};
+
+struct ccgw_registry {
+    pthread_rwlock_t lock;
+    ccgw_device_t **buckets;
+    size_t n_buckets, count;
+};
+
+static const char *const classes[] = {"ups",      "hvac",       "env", "door", "pbx", "sms", "fax",
+                                      "incident", "conference", NULL};
+static const char *const reserved_attrs[] = {"ts",   "site", "class",  "device", "instance",
+                                             "boot", "seq",  "online", "reason", NULL};
+
+bool ccgw_valid_class(const char *c)
+{
+    for (int i = 0; c && classes[i]; i++)
+        if (strcmp(c, classes[i]) == 0)
+            return true;
+    return false;
+}
+
+bool ccgw_valid_name(const char *s, bool allow_upper)
+{
+    if (!s || !*s || strlen(s) > 128)
+        return false;
+    for (; *s; s++) {
+        char ch = *s;
+        bool ok = (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_' || ch == '.' ||
+                  ch == '-' || (allow_upper && ch >= 'A' && ch <= 'Z');
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+/* ---- registry ---- */
+
+static uint64_t hash_key(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+ccgw_registry_t *ccgw_registry_new(void)
+{
+    ccgw_registry_t *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->n_buckets = 1024;
+    r->buckets = calloc(r->n_buckets, sizeof *r->buckets);
+    if (!r->buckets) {
+        free(r);
+        return NULL;
+    }
+    pthread_rwlock_init(&r->lock, NULL);
+    return r;
+}
+
+void ccgw_registry_free(ccgw_registry_t *r)
+{
+    if (!r)
+        return;
+    free(r->buckets); /* devices are freed with their instances */
+    pthread_rwlock_destroy(&r->lock);
+    free(r);
+}
+
+size_t ccgw_registry_count(ccgw_registry_t *r)
+{
+    pthread_rwlock_rdlock(&r->lock);
+    size_t n = r->count;
+    pthread_rwlock_unlock(&r->lock);
+    return n;
+}
+
+static ccgw_device_t *find_locked(ccgw_registry_t *r, const char *key)
+{
+    for (ccgw_device_t *d = r->buckets[hash_key(key) & (r->n_buckets - 1)]; d; d = d->reg_next)
+        if (strcmp(d->key, key) == 0)
+            return d;
+    return NULL;
+}
+
+static void grow_locked(ccgw_registry_t *r)
+{
+    size_t nb = r->n_buckets * 2;
+    ccgw_device_t **b = calloc(nb, sizeof *b);
+    if (!b)
+        return;
+    for (size_t i = 0; i < r->n_buckets; i++) {
+        ccgw_device_t *d = r->buckets[i];
+        while (d) {
+            ccgw_device_t *n = d->reg_next;
+            size_t j = hash_key(d->key) & (nb - 1);
+            d->reg_next = b[j];
+            b[j] = d;
+            d = n;
+        }
+    }
+    free(r->buckets);
+    r->buckets = b;
+    r->n_buckets = nb;
+}
+
+int ccgw_registry_with(ccgw_registry_t *r, const char *class_name, const char *id,
+                       int (*fn)(ccgw_device_t *dev, void *ctx), void *ctx)
+{
+    char key[300];
+    if (snprintf(key, sizeof key, "%s/%s", class_name, id) >= (int)sizeof key)
+        return CCGW_ENOTFOUND;
+    pthread_rwlock_rdlock(&r->lock);
+    ccgw_device_t *d = find_locked(r, key);
+    int rc = d ? fn(d, ctx) : CCGW_ENOTFOUND;
+    pthread_rwlock_unlock(&r->lock);
+    return rc;
+}
+
+/* ---- encoding ---- */
+
+static char *dup_str(const char *s) { return s ? strdup(s) : NULL; }
+
+static void begin_envelope(ccgw_jw_t *w, ccgw_device_t *d, ccgw_kind_t kind)
+{
+    char ts[CCGW_TS_LEN];
+    ccgw_ts_now(ts);
+    ccgw_jw_begin_object(w);
+    ccgw_jw_key(w, "ts");
+    ccgw_jw_string(w, ts);
+    ccgw_jw_raw_members(w, d->env, d->env_len);
+    ccgw_jw_key(w, "seq");
+    ccgw_jw_uint(w, ++d->seq[kind]);
+}
+
+static int qos_for(ccgw_gateway_t *gw, ccgw_kind_t k)
+{
+    const ccgw_mqtt_config_t *m = &gw->cfg->mqtt;
+    switch (k) {
+    case CCGW_KIND_STATE: return m->qos_state;
+    case CCGW_KIND_TELEMETRY: return m->qos_telemetry;
+    case CCGW_KIND_EVENT: return m->qos_event;
+    case CCGW_KIND_ALARM: return m->qos_alarm;
+    case CCGW_KIND_REPLY: return m->qos_reply;
+    default: return 1;
+    }
+}
+
+static void count(ccgw_device_t *d, ccgw_kind_t k, int rc)
+{
+    if (rc == CCGW_OK)
+        atomic_fetch_add(&d->inst->emitted[k], 1);
+    else
+        atomic_fetch_add(&d->inst->dropped[k], 1);
+}
+
+/* Push a finished non-retained payload. Called with d->lock held. */
+static int push_payload(ccgw_device_t *d, ccgw_kind_t kind, const char *topic, ccgw_jw_t *w)
+{
+    if (w->error) {
+        ccgw_jw_free(w);
+        count(d, kind, CCGW_ENOMEM);
+        return CCGW_ENOMEM;
+    }
+    ccgw_msg_t *m = ccgw_msg_new(kind, qos_for(d->gw, kind), topic, w->buf, w->len, NULL, 0);
+    ccgw_jw_free(w);
+    int rc = ccgw_bus_push(d->gw->bus, m);
+    count(d, kind, rc);
+    return rc;
+}
+
+static int retain_payload(ccgw_device_t *d, ccgw_kind_t kind, const char *topic, ccgw_jw_t *w)
+{
+    if (w->error) {
+        ccgw_jw_free(w);
+        count(d, kind, CCGW_ENOMEM);
+        return CCGW_ENOMEM;
+    }
+    int rc = ccgw_bus_retain(d->gw->bus, kind, qos_for(d->gw, kind), topic, w->buf, w->len);
+    ccgw_jw_free(w);
+    count(d, kind, rc);
+    return rc;
+}
+
+/* Validate names and nesting of a value array; log the first problem. */
+static bool values_ok(ccgw_device_t *d, const char *what, const ccgw_value_t *v, size_t n, int depth)
+{
+    if (n && !v) {
+        ccgw_log_tagged(CCGW_LOG_ERROR, d->inst->tag, NULL, 0, "%s for %s/%s: NULL values with n=%zu",
+                        what, d->class_name, d->id, n);
+        return false;
+    }
+    if (depth > 8) {
+        ccgw_log_tagged(CCGW_LOG_ERROR, d->inst->tag, NULL, 0, "%s for %s/%s: nested deeper than 8",
+                        what, d->class_name, d->id);
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!ccgw_valid_name(v[i].name, true)) {
+            ccgw_log_tagged(CCGW_LOG_ERROR, d->inst->tag, NULL, 0,
+                            "%s for %s/%s: bad value name '%s' (want [A-Za-z0-9_.-]+)", what,
+                            d->class_name, d->id, v[i].name ? v[i].name : "(null)");
+            return false;
+        }
+        if ((unsigned)v[i].type > CCGW_VAL_OBJECT) {
+            ccgw_log_tagged(CCGW_LOG_ERROR, d->inst->tag, NULL, 0, "%s for %s/%s: '%s' has bad type %d",
+                            what, d->class_name, d->id, v[i].name, (int)v[i].type);
+            return false;
+        }
+        if (v[i].type == CCGW_VAL_OBJECT &&
+            !values_ok(d, what, v[i].v.obj.items, v[i].v.obj.count, depth + 1))
+            return false;
+    }
+    return true;
+}
+
+static void write_members(ccgw_jw_t *w, const ccgw_value_t *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        ccgw_jw_key(w, v[i].name);
+        ccgw_jw_value(w, &v[i]);
+    }
+}
+
+/* ---- SDK: devices ---- */
+
+ccgw_device_t *ccgw_device_add(ccgw_instance_t *inst, const char *class_name, const char *device_id,
+                               void *user)
+{
+    if (!inst)
+        return NULL;
+    ccgw_gateway_t *gw = inst->gw;
+    if (!ccgw_valid_class(class_name)) {
+        ccgw_log_tagged(CCGW_LOG_ERROR, inst->tag, NULL, 0,
+                        "device '%s': unknown class '%s' (ups, hvac, env, door, pbx, sms, fax, "
+                        "incident, conference)",
+                        device_id ? device_id : "(null)", class_name ? class_name : "(null)");
+        return NULL;
+    }
+    if (!ccgw_valid_name(device_id, false) || strlen(device_id) > 64) {
+        ccgw_log_tagged(CCGW_LOG_ERROR, inst->tag, NULL, 0,
+                        "device id '%s' is not [a-z0-9_.-]{1,64}", device_id ? device_id : "(null)");
+        return NULL;
+    }
+    ccgw_device_t *d = calloc(1, sizeof *d);
+    if (!d)
+        return NULL;
+    d->inst = inst;
+    d->gw = gw;
+    d->user = user;
+    d->class_name = strdup(class_name);
+    d->id = strdup(device_id);
+    size_t kl = strlen(class_name) + strlen(device_id) + 2;
+    d->key = malloc(kl);
+    size_t tl = strlen(gw->site_base) + kl + 1;
+    d->topic_base = malloc(tl);
+    d->state_topic = malloc(tl + 8);
+    if (!d->class_name || !d->id || !d->key || !d->topic_base || !d->state_topic)
+        goto fail;
+    snprintf(d->key, kl, "%s/%s", class_name, device_id);
+    snprintf(d->topic_base, tl, "%s/%s", gw->site_base, d->key);
+    snprintf(d->state_topic, tl + 8, "%s/state", d->topic_base);
+    ccgw_jw_t w;
+    ccgw_jw_init(&w);
+    ccgw_jw_begin_object(&w); /* encode members, then strip the braces */
+    ccgw_jw_key(&w, "site");
+    ccgw_jw_string(&w, gw->cfg->site);
+    ccgw_jw_key(&w, "class");
+    ccgw_jw_string(&w, class_name);
+    ccgw_jw_key(&w, "device");
+    ccgw_jw_string(&w, device_id);
+    ccgw_jw_key(&w, "instance");
+    ccgw_jw_string(&w, inst->cfg->id);
+    ccgw_jw_key(&w, "boot");
+    ccgw_jw_string(&w, gw->boot);
+    ccgw_jw_end_object(&w);
+    if (w.error) {
+        ccgw_jw_free(&w);
+        goto fail;
+    }
+    d->env_len = w.len - 2;
+    d->env = malloc(d->env_len + 1);
+    if (!d->env) {
+        ccgw_jw_free(&w);
+        goto fail;
+    }
+    memcpy(d->env, w.buf + 1, d->env_len);
+    d->env[d->env_len] = '\0';
+    ccgw_jw_free(&w);
+    d->reason = strdup("starting");
+    pthread_mutex_init(&d->lock, NULL);
+
+    ccgw_registry_t *r = gw->registry;
+    pthread_rwlock_wrlock(&r->lock);
+    ccgw_device_t *other = find_locked(r, d->key);
+    if (other) {
+        pthread_rwlock_unlock(&r->lock);
+        ccgw_log_tagged(CCGW_LOG_ERROR, inst->tag, NULL, 0,
+                        "device %s already exists (declared by instance '%s')", d->key,
+                        other->inst->cfg->id);
+        pthread_mutex_destroy(&d->lock);
+        goto fail;
+    }
+    size_t b = hash_key(d->key) & (r->n_buckets - 1);
+    d->reg_next = r->buckets[b];
+    r->buckets[b] = d;
+    r->count++;
+    if (r->count > r->n_buckets)
+        grow_locked(r);
+    pthread_rwlock_unlock(&r->lock);
+
+    pthread_mutex_lock(&inst->lock);
+    d->inst_next = inst->devices;
+    inst->devices = d;
+    inst->n_devices++;
+    pthread_mutex_unlock(&inst->lock);
+
+    /* first retained state: known, not reached yet */
+    pthread_mutex_lock(&d->lock);
+    ccgw_jw_init(&w);
+    begin_envelope(&w, d, CCGW_KIND_STATE);
+    ccgw_jw_key(&w, "online");
+    ccgw_jw_bool(&w, false);
+    ccgw_jw_key(&w, "reason");
+    ccgw_jw_string(&w, d->reason);
+    ccgw_jw_end_object(&w);
+    retain_payload(d, CCGW_KIND_STATE, d->state_topic, &w);
+    pthread_mutex_unlock(&d->lock);
+    return d;
+fail:
+    ccgw_log_tagged(CCGW_LOG_ERROR, inst->tag, NULL, 0, "device %s/%s not added",
+                    class_name, device_id);
+    free(d->class_name);
+    free(d->id);
+    free(d->key);
+    free(d->topic_base);
+    free(d->state_topic);
+    free(d->env);
+    free(d->reason);
+    free(d);
+    return NULL;
+}
+
+int ccgw_device_add_commands(ccgw_device_t *d, const ccgw_command_spec_t *specs)
+{
+    if (!d || !specs)
+        return CCGW_EINVAL;
+    for (const ccgw_command_spec_t *s = specs; s->name; s++) {
+        if (!ccgw_valid_name(s->name, false)) {
+            ccgw_log_tagged(CCGW_LOG_ERROR, d->inst->tag, NULL, 0,
+                            "device %s: command name '%s' is not [a-z0-9_.-]+", d->key, s->name);
+            return CCGW_EINVAL;
+        }
+    }
+    pthread_mutex_lock(&d->lock);
+    int rc = CCGW_OK;
+    if (d->n_extra >= sizeof d->extra / sizeof d->extra[0])
+        rc = CCGW_EFULL;
+    else
+        d->extra[d->n_extra++] = specs;
+    pthread_mutex_unlock(&d->lock);
+    return rc;
+}
+
+const char *ccgw_device_id(const ccgw_device_t *d) { return d ? d->id : NULL; }
+const char *ccgw_device_class(const ccgw_device_t *d) { return d ? d->class_name : NULL; }
+void *ccgw_device_user(const ccgw_device_t *d) { return d ? d->user : NULL; }
+ccgw_instance_t *ccgw_device_instance(const ccgw_device_t *d) { return d ? d->inst : NULL; }
+
+const ccgw_command_spec_t *ccgw_device_find_command(const ccgw_device_t *d, const char *name)
+{
+    ccgw_device_t *dd = (ccgw_device_t *)d;
+    pthread_mutex_lock(&dd->lock);
+    const ccgw_command_spec_t *found = NULL;
+    for (size_t i = 0; i < d->n_extra && !found; i++)
+        for (const ccgw_command_spec_t *s = d->extra[i]; s->name; s++)
+            if (strcmp(s->name, name) == 0) {
+                found = s;
+                break;
+            }
+    pthread_mutex_unlock(&dd->lock);
+    if (!found && d->inst->desc->commands)
+        for (const ccgw_command_spec_t *s = d->inst->desc->commands; s->name; s++)
+            if (strcmp(s->name, name) == 0)
+                return s;
+    return found;
+}
+
+/* Encode and publish the full retained state. Called with d->lock held. */
+static int publish_state_locked(ccgw_device_t *d)
+{
+    ccgw_jw_t w;
+    ccgw_jw_init(&w);
+    begin_envelope(&w, d, CCGW_KIND_STATE);
+    ccgw_jw_key(&w, "online");
+    ccgw_jw_bool(&w, d->online);
+    if (!d->online && d->reason) {
+        ccgw_jw_key(&w, "reason");
+        ccgw_jw_string(&w, d->reason);
+    }
+    for (size_t i = 0; i < d->n_attrs; i++) {
+        ccgw_jw_key(&w, d->attrs[i].name);
+        ccgw_jw_raw_value(&w, d->attrs[i].json, strlen(d->attrs[i].json));
+    }
+    ccgw_jw_end_object(&w);
+    return retain_payload(d, CCGW_KIND_STATE, d->state_topic, &w);
+}
+
+int ccgw_device_set_online(ccgw_device_t *d, bool online, const char *reason)
+{
+    if (!d)
+        return CCGW_EINVAL;
+    pthread_mutex_lock(&d->lock);
+    bool same_reason = (!reason && !d->reason) || (reason && d->reason && !strcmp(reason, d->reason));
+    if (d->online == online && (online || same_reason)) {
+        pthread_mutex_unlock(&d->lock);
+        return CCGW_OK;
+    }
+    d->online = online;
+    free(d->reason);
+    d->reason = online ? NULL : dup_str(reason ? reason : "unreachable");
+    int rc = publish_state_locked(d);
+    pthread_mutex_unlock(&d->lock);
+    return rc;
+}
+
+int ccgw_device_update_state(ccgw_device_t *d, const ccgw_value_t *attrs, size_t n)
+{
+    if (!d || !values_ok(d, "state", attrs, n, 0))
+        return CCGW_EINVAL;
+    for (size_t i = 0; i < n; i++)
+        for (int k = 0; reserved_attrs[k]; k++)
+            if (strcmp(attrs[i].name, reserved_attrs[k]) == 0) {
+                ccgw_log_tagged(CCGW_LOG_ERROR, d->inst->tag, NULL, 0,
+                                "state for %s: '%s' is an envelope key, not an attribute", d->key,
+                                attrs[i].name);
+                return CCGW_EINVAL;
+            }
+    bool changed = false;
+    ccgw_jw_t w;
+    ccgw_jw_init(&w);
+    pthread_mutex_lock(&d->lock);
+    for (size_t i = 0; i < n; i++) {
+        ccgw_jw_reset(&w);
+        ccgw_jw_value(&w, &attrs[i]);
+        if (w.error)
+            break;
+        size_t j = 0;
+        while (j < d->n_attrs && strcmp(d->attrs[j].name, attrs[i].name) != 0)
+            j++;
+        if (j < d->n_attrs) {
+            if (strcmp(d->attrs[j].json, w.buf) == 0)
+                continue;
+            char *nj = strdup(w.buf);
+            if (!nj)
+                break;
+            free(d->attrs[j].json);
+            d->attrs[j].json = nj;
+        } else {
+            if (d->n_attrs == d->cap_attrs) {
+                size_t cap = d->cap_attrs ? d->cap_attrs * 2 : 8;
+                attr_t *na = realloc(d->attrs, cap * sizeof *na);
+                if (!na)
+                    break;
+                d->attrs = na;
+                d->cap_attrs = cap;
+            }
+            char *nn = strdup(attrs[i].name), *nj = strdup(w.buf);
+            if (!nn || !nj) {
+                free(nn);
+                free(nj);
+                break;
+            }
+            d->attrs[d->n_attrs].name = nn;
+            d->attrs[d->n_attrs].json = nj;
+            d->n_attrs++;
+        }
+        changed = true;
+    }
+    ccgw_jw_free(&w);
+    int rc = changed ? publish_state_locked(d) : CCGW_OK;
+    pthread_mutex_unlock(&d->lock);
+    return rc;
+}
+
+int ccgw_device_telemetry(ccgw_device_t *d, const ccgw_value_t *v, size_t n)
+{
+    if (!d || !values_ok(d, "telemetry", v, n, 0))
+        return CCGW_EINVAL;
+    char topic[512];
+    snprintf(topic, sizeof topic, "%s/telemetry", d->topic_base);
+    ccgw_jw_t w;
+    ccgw_jw_init(&w);
+    pthread_mutex_lock(&d->lock);
+    begin_envelope(&w, d, CCGW_KIND_TELEMETRY);
+    ccgw_jw_key(&w, "values");
+    ccgw_jw_begin_object(&w);
+    write_members(&w, v, n);
+    ccgw_jw_end_object(&w);
+    ccgw_jw_key(&w, "units");
+    ccgw_jw_begin_object(&w);
+    for (size_t i = 0; i < n; i++) {
+        if (v[i].unit && *v[i].unit) {
+            ccgw_jw_key(&w, v[i].name);
+            ccgw_jw_string(&w, v[i].unit);
+        }
+    }
+    ccgw_jw_end_object(&w);
+    ccgw_jw_end_object(&w);
+    int rc = push_payload(d, CCGW_KIND_TELEMETRY, topic, &w);
+    pthread_mutex_unlock(&d->lock);
+    return rc;
+}
+
+int ccgw_device_event(ccgw_device_t *d, const char *type, const ccgw_value_t *data, size_t n)
+{
+    if (!d || !ccgw_valid_name(type, false) || strchr(type, '-')) {
+        if (d)
+            ccgw_log_tagged(CCGW_LOG_ERROR, d->inst->tag, NULL, 0,
+                            "event for %s: type '%s' is not [a-z0-9_.]+", d->key, type ? type : "(null)");
+        return CCGW_EINVAL;
+    }
+    if (!values_ok(d, "event", data, n, 0))
+        return CCGW_EINVAL;
+    char topic[512];
+    snprintf(topic, sizeof topic, "%s/event/%s", d->topic_base, type);
+    ccgw_jw_t w;
+    ccgw_jw_init(&w);
+    pthread_mutex_lock(&d->lock);
+    begin_envelope(&w, d, CCGW_KIND_EVENT);
+    ccgw_jw_key(&w, "type");
+    ccgw_jw_string(&w, type);
+    ccgw_jw_key(&w, "data");
+    ccgw_jw_begin_object(&w);
+    write_members(&w, data, n);
+    ccgw_jw_end_object(&w);
+    ccgw_jw_end_object(&w);
+    int rc = push_payload(d, CCGW_KIND_EVENT, topic, &w);
+    pthread_mutex_unlock(&d->lock);
+    return rc;
+}
+
+static const char *sev_name(ccgw_severity_t s)
+{
+    switch (s) {
+    case CCGW_SEV_INFO: return "info";
+    case CCGW_SEV_MINOR: return "minor";
+    case CCGW_SEV_MAJOR: return "major";
+    case CCGW_SEV_CRITICAL: return "critical";
+    }
+    return "major";
+}
+
+int ccgw_alarm_raise(ccgw_device_t *d, const char *code, ccgw_severity_t sev, const char *message,
+                     const ccgw_value_t *data, size_t n)
+{
+    if (!d || !ccgw_valid_name(code, false)) {
+        if (d)
+            ccgw_log_tagged(CCGW_LOG_ERROR, d->inst->tag, NULL, 0,
+                            "alarm for %s: code '%s' is not [a-z0-9_.-]+", d->key, code ? code : "(null)");
+        return CCGW_EINVAL;
+    }
+    if ((unsigned)sev > CCGW_SEV_CRITICAL || !values_ok(d, "alarm", data, n, 0))
+        return CCGW_EINVAL;
+    pthread_mutex_lock(&d->lock);
+    size_t i = 0;
+    while (i < d->n_alarms && strcmp(d->alarms[i].code, code) != 0)
+        i++;
+    if (i == d->n_alarms) {
+        if (d->n_alarms == d->cap_alarms) {
+            size_t cap = d->cap_alarms ? d->cap_alarms * 2 : 4;
+            alarm_t *na = realloc(d->alarms, cap * sizeof *na);
+            if (!na) {
+                pthread_mutex_unlock(&d->lock);
+                return CCGW_ENOMEM;
+            }
+            d->alarms = na;
+            d->cap_alarms = cap;
+        }
+        alarm_t *a = &d->alarms[d->n_alarms];
+        memset(a, 0, sizeof *a);
+        a->code = strdup(code);
+        if (!a->code) {
+            pthread_mutex_unlock(&d->lock);
+            return CCGW_ENOMEM;
+        }
+        ccgw_ts_now(a->raised_at);
+        d->n_alarms++;
+    }
+    alarm_t *a = &d->alarms[i];
+    a->severity = sev;
+    free(a->message);
+    a->message = dup_str(message ? message : code);
+    char topic[512];
+    snprintf(topic, sizeof topic, "%s/alarm/%s", d->topic_base, code);
+    ccgw_jw_t w;
+    ccgw_jw_init(&w);
+    begin_envelope(&w, d, CCGW_KIND_ALARM);
+    ccgw_jw_key(&w, "code");
+    ccgw_jw_string(&w, code);
+    ccgw_jw_key(&w, "severity");
+    ccgw_jw_string(&w, sev_name(sev));
+    ccgw_jw_key(&w, "state");
+    ccgw_jw_string(&w, "raised");
+    ccgw_jw_key(&w, "message");
+    ccgw_jw_string(&w, a->message);
+    ccgw_jw_key(&w, "raised_at");
+    ccgw_jw_string(&w, a->raised_at);
+    ccgw_jw_key(&w, "data");
+    ccgw_jw_begin_object(&w);
+    write_members(&w, data, n);
+    ccgw_jw_end_object(&w);
+    ccgw_jw_end_object(&w);
+    int rc = retain_payload(d, CCGW_KIND_ALARM, topic, &w);
+    pthread_mutex_unlock(&d->lock);
+    return rc;
+}
+
+int ccgw_alarm_clear(ccgw_device_t *d, const char *code, const char *message)
+{
+    if (!d || !code)
+        return CCGW_EINVAL;
+    pthread_mutex_lock(&d->lock);
+    size_t i = 0;
+    while (i < d->n_alarms && strcmp(d->alarms[i].code, code) != 0)
+        i++;
+    if (i == d->n_alarms) {
+        pthread_mutex_unlock(&d->lock);
+        return CCGW_ENOTFOUND;
+    }
+    alarm_t a = d->alarms[i];
+    d->alarms[i] = d->alarms[--d->n_alarms];
+    /* the event first, then the empty retained payload */
+    char topic[512];
+    snprintf(topic, sizeof topic, "%s/event/alarm.cleared", d->topic_base);
+    ccgw_jw_t w;
+    ccgw_jw_init(&w);
+    begin_envelope(&w, d, CCGW_KIND_EVENT);
+    ccgw_jw_key(&w, "type");
+    ccgw_jw_string(&w, "alarm.cleared");
+    ccgw_jw_key(&w, "data");
+    ccgw_jw_begin_object(&w);
+    ccgw_jw_key(&w, "code");
+    ccgw_jw_string(&w, code);
+    ccgw_jw_key(&w, "severity");
+    ccgw_jw_string(&w, sev_name(a.severity));
+    ccgw_jw_key(&w, "message");
+    ccgw_jw_string(&w, message ? message : a.message);
+    ccgw_jw_key(&w, "raised_at");
+    ccgw_jw_string(&w, a.raised_at);
+    ccgw_jw_end_object(&w);
+    ccgw_jw_end_object(&w);
+    push_payload(d, CCGW_KIND_EVENT, topic, &w);
+    snprintf(topic, sizeof topic, "%s/alarm/%s", d->topic_base, code);
+    int rc = ccgw_bus_retain(d->gw->bus, CCGW_KIND_ALARM, qos_for(d->gw, CCGW_KIND_ALARM), topic, "", 0);
+    pthread_mutex_unlock(&d->lock);
+    free(a.code);
+    free(a.message);
+    return rc;
+}
+
+/* ---- instance-wide ---- */
+
+void ccgw_devices_set_all_offline(ccgw_instance_t *inst, const char *reason)
+{
+    pthread_mutex_lock(&inst->lock);
+    ccgw_device_t *list = inst->devices;
+    pthread_mutex_unlock(&inst->lock);
+    for (ccgw_device_t *d = list; d; d = d->inst_next) {
+        pthread_mutex_lock(&d->lock);
+        bool need = d->online || !d->reason || strcmp(d->reason, reason) != 0;
+        if (need) {
+            d->online = false;
+            free(d->reason);
+            d->reason = strdup(reason);
+            publish_state_locked(d);
+        }
+        pthread_mutex_unlock(&d->lock);
+    }
+}
+
+static void device_free(ccgw_device_t *d)
+{
+    for (size_t i = 0; i < d->n_attrs; i++) {
+        free(d->attrs[i].name);
+        free(d->attrs[i].json);
+    }
+    free(d->attrs);
+    for (size_t i = 0; i < d->n_alarms; i++) {
+        free(d->alarms[i].code);
+        free(d->alarms[i].message);
+    }
+    free(d->alarms);
+    pthread_mutex_destroy(&d->lock);
+    free(d->class_name);
+    free(d->id);
+    free(d->key);
+    free(d->topic_base);
+    free(d->state_topic);
+    free(d->env);
+    free(d->reason);
+    free(d);
+}
+
+void ccgw_devices_remove_all(ccgw_instance_t *inst)
+{
+    ccgw_registry_t *r = inst->gw->registry;
+    pthread_mutex_lock(&inst->lock);
+    ccgw_device_t *list = inst->devices;
+    inst->devices = NULL;
+    inst->n_devices = 0;
+    pthread_mutex_unlock(&inst->lock);
+    pthread_rwlock_wrlock(&r->lock);
+    for (ccgw_device_t *d = list; d; d = d->inst_next) {
+        ccgw_device_t **pp = &r->buckets[hash_key(d->key) & (r->n_buckets - 1)];
+        while (*pp && *pp != d)
+            pp = &(*pp)->reg_next;
+        if (*pp) {
+            *pp = d->reg_next;
+            r->count--;
+        }
+    }
+    pthread_rwlock_unlock(&r->lock);
+    while (list) {
+        ccgw_device_t *n = list->inst_next;
+        device_free(list);
+        list = n;
+    }
+}
+
+char *ccgw_device_encode_reply(ccgw_gateway_t *gw, ccgw_device_t *d, const char *class_name,
+                               const char *device_id, const char *command, const char *error_code,
+                               const char *error_message, const ccgw_value_t *data, size_t n,
+                               size_t *len)
+{
+    ccgw_jw_t w;
+    ccgw_jw_init(&w);
+    if (d) {
+        pthread_mutex_lock(&d->lock);
+        begin_envelope(&w, d, CCGW_KIND_REPLY);
+        pthread_mutex_unlock(&d->lock);
+    } else {
+        char ts[CCGW_TS_LEN];
+        ccgw_ts_now(ts);
+        ccgw_jw_begin_object(&w);
+        ccgw_jw_key(&w, "ts");
+        ccgw_jw_string(&w, ts);
+        ccgw_jw_key(&w, "site");
+        ccgw_jw_string(&w, gw->cfg->site);
+        ccgw_jw_key(&w, "class");
+        ccgw_jw_string(&w, class_name ? class_name : "");
+        ccgw_jw_key(&w, "device");
+        ccgw_jw_string(&w, device_id ? device_id : "");
+        ccgw_jw_key(&w, "boot");
+        ccgw_jw_string(&w, gw->boot);
+    }
+    ccgw_jw_key(&w, "command");
+    ccgw_jw_string(&w, command ? command : "");
+    ccgw_jw_key(&w, "ok");
+    ccgw_jw_bool(&w, error_code == NULL);
+    if (error_code) {
+        ccgw_jw_key(&w, "error");
+        ccgw_jw_begin_object(&w);
+        ccgw_jw_key(&w, "code");
+        ccgw_jw_string(&w, error_code);
+        ccgw_jw_key(&w, "message");
+        ccgw_jw_string(&w, error_message ? error_message : error_code);
+        ccgw_jw_end_object(&w);
+    } else {
+        ccgw_jw_key(&w, "data");
+        ccgw_jw_begin_object(&w);
+        for (size_t i = 0; data && i < n; i++) {
+            ccgw_jw_key(&w, data[i].name ? data[i].name : "");
+            ccgw_jw_value(&w, &data[i]);
+        }
+        ccgw_jw_end_object(&w);
+    }
+    ccgw_jw_end_object(&w);
+    return ccgw_jw_take(&w, len);
+}

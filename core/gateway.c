@@ -1,0 +1,225 @@
+/* gateway - see gateway.h. */
+#include "gateway.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <unistd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "ccgw_version.h"
+#include "device.h"
+#include "instance.h"
+#include "json_writer.h"
+#include "loader.h"
+#include "log.h"
+#include "mqtt_north.h"
+
+#define START_TIMEOUT_MS 15000
+#define FLUSH_TIMEOUT_MS 5000
+
+static char *str_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *str_printf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = NULL;
+    if (vasprintf(&s, fmt, ap) < 0)
+        s = NULL;
+    va_end(ap);
+    return s;
+}
+
+static void make_boot_id(char out[17])
+{
+    unsigned char r[8];
+    if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t v = (uint64_t)ts.tv_sec * 1000000007ull ^ (uint64_t)ts.tv_nsec ^ (uint64_t)getpid() << 32;
+        memcpy(r, &v, sizeof r);
+    }
+    for (int i = 0; i < 8; i++)
+        snprintf(out + 2 * i, 3, "%02x", r[i]);
+}
+
+ccgw_gateway_t *ccgw_gateway_new(ccgw_gateway_config_t *cfg, ccgw_loader_t *loader)
+{
+    ccgw_gateway_t *gw = calloc(1, sizeof *gw);
+    if (!gw)
+        return NULL;
+    gw->cfg = cfg;
+    gw->loader = loader;
+    make_boot_id(gw->boot);
+    const char *prefix = cfg->mqtt.topic_prefix ? cfg->mqtt.topic_prefix : "ccgw/v1";
+    gw->site_base = str_printf("%s/%s", prefix, cfg->site);
+    gw->gw_base = str_printf("%s/gateway/%s", gw->site_base ? gw->site_base : "", cfg->gateway_id);
+    gw->status_topic = str_printf("%s/status", gw->gw_base ? gw->gw_base : "");
+    ccgw_jw_t w;
+    ccgw_jw_init(&w);
+    ccgw_jw_begin_object(&w);
+    ccgw_jw_key(&w, "online");
+    ccgw_jw_bool(&w, false);
+    ccgw_jw_key(&w, "site");
+    ccgw_jw_string(&w, cfg->site);
+    ccgw_jw_key(&w, "gateway");
+    ccgw_jw_string(&w, cfg->gateway_id);
+    ccgw_jw_key(&w, "boot");
+    ccgw_jw_string(&w, gw->boot);
+    ccgw_jw_key(&w, "reason");
+    ccgw_jw_string(&w, "connection lost");
+    ccgw_jw_end_object(&w);
+    gw->will_payload = ccgw_jw_take(&w, NULL);
+    gw->registry = ccgw_registry_new();
+    gw->bus = ccgw_bus_new((size_t)cfg->queue_size, cfg->backpressure_ms);
+    if (!gw->site_base || !gw->gw_base || !gw->status_topic || !gw->will_payload || !gw->registry ||
+        !gw->bus) {
+        ccgw_gateway_free(gw);
+        return NULL;
+    }
+    if (cfg->mqtt.enabled) {
+        gw->mqtt = ccgw_mqtt_new(gw);
+        if (!gw->mqtt) {
+            ccgw_gateway_free(gw);
+            return NULL;
+        }
+        ccgw_sink_t sink;
+        ccgw_mqtt_sink(gw->mqtt, &sink);
+        ccgw_bus_set_sink(gw->bus, &sink);
+    }
+    gw->instances = calloc(cfg->n_instances ? cfg->n_instances : 1, sizeof *gw->instances);
+    if (!gw->instances) {
+        ccgw_gateway_free(gw);
+        return NULL;
+    }
+    for (size_t i = 0; i < cfg->n_instances; i++) {
+        gw->instances[i] = ccgw_instance_new(gw, &cfg->instances[i]);
+        if (!gw->instances[i]) {
+            ccgw_gateway_free(gw);
+            return NULL;
+        }
+        gw->n_instances++;
+    }
+    return gw;
+}
+
+void ccgw_gateway_publish_status(ccgw_gateway_t *gw, bool online, const char *reason)
+{
+    char ts[CCGW_TS_LEN];
+    ccgw_ts_now(ts);
+    ccgw_jw_t w;
+    ccgw_jw_init(&w);
+    ccgw_jw_begin_object(&w);
+    ccgw_jw_key(&w, "online");
+    ccgw_jw_bool(&w, online);
+    ccgw_jw_key(&w, "ts");
+    ccgw_jw_string(&w, ts);
+    ccgw_jw_key(&w, "site");
+    ccgw_jw_string(&w, gw->cfg->site);
+    ccgw_jw_key(&w, "gateway");
+    ccgw_jw_string(&w, gw->cfg->gateway_id);
+    ccgw_jw_key(&w, "boot");
+    ccgw_jw_string(&w, gw->boot);
+    ccgw_jw_key(&w, "version");
+    ccgw_jw_string(&w, CCGW_VERSION);
+    char abi[16];
+    snprintf(abi, sizeof abi, "%d.%d", CCGW_ABI_MAJOR, CCGW_ABI_MINOR);
+    ccgw_jw_key(&w, "abi");
+    ccgw_jw_string(&w, abi);
+    ccgw_jw_key(&w, "instances");
+    ccgw_jw_uint(&w, gw->n_instances);
+    if (reason) {
+        ccgw_jw_key(&w, "reason");
+        ccgw_jw_string(&w, reason);
+    }
+    ccgw_jw_end_object(&w);
+    if (!w.error)
+        ccgw_bus_retain(gw->bus, CCGW_KIND_GATEWAY, 1, gw->status_topic, w.buf, w.len);
+    ccgw_jw_free(&w);
+}
+
+int ccgw_gateway_start(ccgw_gateway_t *gw)
+{
+    gw->started_ms = ccgw_now_ms();
+    /* the status is the first retained entry, so each snapshot begins with it */
+    ccgw_gateway_publish_status(gw, true, NULL);
+    if (ccgw_bus_start(gw->bus) != CCGW_OK)
+        return CCGW_ENOMEM;
+    if (gw->mqtt && ccgw_mqtt_start(gw->mqtt) != CCGW_OK)
+        return CCGW_EIO;
+    if (!gw->mqtt)
+        CLOG_WARN("gateway", "mqtt is disabled: nothing is published to a broker");
+    size_t running = 0, failed = 0;
+    for (size_t i = 0; i < gw->n_instances; i++) {
+        int rc = ccgw_instance_start(gw->instances[i], START_TIMEOUT_MS);
+        if (rc == CCGW_OK && gw->instances[i]->run_state == CCGW_RUN_RUNNING)
+            running++;
+        else if (gw->instances[i]->run_state != CCGW_RUN_DISABLED)
+            failed++;
+    }
+    CLOG_INFO("gateway", "site %s gateway %s boot %s: %zu instances running, %zu failed, %zu devices",
+              gw->cfg->site, gw->cfg->gateway_id, gw->boot, running, failed,
+              ccgw_registry_count(gw->registry));
+    return CCGW_OK;
+}
+
+int ccgw_gateway_run(ccgw_gateway_t *gw)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    for (;;) {
+        struct timespec tick = {1, 0};
+        int sig = sigtimedwait(&set, NULL, &tick);
+        if (sig == SIGTERM || sig == SIGINT) {
+            CLOG_INFO("gateway", "%s: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+            return 0;
+        }
+        if (sig == SIGHUP)
+            CLOG_WARN("gateway", "SIGHUP: live reload is not available in this version; restart to apply changes");
+        if (sig < 0 && errno != EAGAIN && errno != EINTR) {
+            CLOG_ERROR("gateway", "sigtimedwait: %s", strerror(errno));
+            return 1;
+        }
+    }
+}
+
+void ccgw_gateway_stop(ccgw_gateway_t *gw)
+{
+    atomic_store(&gw->stopping, true);
+    for (size_t i = gw->n_instances; i-- > 0;)
+        ccgw_instance_stop(gw->instances[i]);
+    ccgw_gateway_publish_status(gw, false, "shutdown");
+    if (!ccgw_bus_flush(gw->bus, FLUSH_TIMEOUT_MS)) {
+        ccgw_bus_stats_t st;
+        ccgw_bus_get_stats(gw->bus, &st);
+        CLOG_WARN("gateway", "stopping with %zu messages not delivered after %d ms", st.depth, FLUSH_TIMEOUT_MS);
+    }
+    if (gw->mqtt)
+        ccgw_mqtt_stop(gw->mqtt);
+    ccgw_bus_stop(gw->bus);
+    CLOG_INFO("gateway", "stopped");
+}
+
+void ccgw_gateway_free(ccgw_gateway_t *gw)
+{
+    if (!gw)
+        return;
+    for (size_t i = 0; i < gw->n_instances; i++)
+        ccgw_instance_free(gw->instances[i]);
+    free(gw->instances);
+    ccgw_mqtt_free(gw->mqtt);
+    ccgw_bus_free(gw->bus);
+    ccgw_registry_free(gw->registry);
+    free(gw->site_base);
+    free(gw->gw_base);
+    free(gw->status_topic);
+    free(gw->will_payload);
+    free(gw);
+}

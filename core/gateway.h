@@ -1,0 +1,54 @@
+/*
+ * gateway - the running gateway: owns the config, the plugin loader, the
+ * bus, the MQTT north side, the device registry and the plugin instances,
+ * and orders their start and graceful stop.
+ *
+ * Threads: the main thread runs ccgw_gateway_run() (signals, housekeeping);
+ * each instance has its own thread (instance.c); the north thread drains the
+ * bus (bus.c); libmosquitto's thread runs the MQTT callbacks (mqtt_north.c).
+ */
+#ifndef CCGW_GATEWAY_H
+#define CCGW_GATEWAY_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "bus.h"
+#include "config.h"
+
+typedef struct ccgw_loader ccgw_loader_t;
+typedef struct ccgw_registry ccgw_registry_t;
+typedef struct ccgw_mqtt ccgw_mqtt_t;
+
+typedef struct ccgw_gateway {
+    ccgw_gateway_config_t *cfg;
+    ccgw_loader_t *loader;        /* borrowed: main owns it (it also served the config check) */
+    ccgw_bus_t *bus;
+    ccgw_mqtt_t *mqtt;            /* NULL when mqtt is disabled */
+    ccgw_registry_t *registry;
+    char boot[17];                /* 16 hex chars, new each run */
+    char *site_base;              /* "{prefix}/{site}" */
+    char *gw_base;                /* "{prefix}/{site}/gateway/{id}" */
+    char *status_topic;
+    char *will_payload;
+    struct ccgw_instance **instances;
+    size_t n_instances;
+    atomic_bool stopping;
+    uint64_t started_ms;
+} ccgw_gateway_t;
+
+ccgw_gateway_t *ccgw_gateway_new(ccgw_gateway_config_t *cfg, ccgw_loader_t *loader);
+/* Start the north side and every enabled instance; failing instances are
+ * reported and the others run. Returns 0, or < 0 when the gateway itself
+ * cannot run. */
+int ccgw_gateway_start(ccgw_gateway_t *gw);
+/* Wait for signals until SIGTERM/SIGINT. */
+int ccgw_gateway_run(ccgw_gateway_t *gw);
+/* Graceful stop: instances, offline status, flush (bounded), disconnect. */
+void ccgw_gateway_stop(ccgw_gateway_t *gw);
+void ccgw_gateway_free(ccgw_gateway_t *gw);
+
+/* Publish the retained gateway status (online or not, with a reason). */
+void ccgw_gateway_publish_status(ccgw_gateway_t *gw, bool online, const char *reason);
+
+#endif

@@ -1,0 +1,325 @@
+/* json_writer - see json_writer.h. */
+#include "json_writer.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void ccgw_jw_init(ccgw_jw_t *w)
+{
+    memset(w, 0, sizeof *w);
+    w->first[0] = 1;
+}
+
+void ccgw_jw_reset(ccgw_jw_t *w)
+{
+    w->len = 0;
+    w->depth = 0;
+    w->after_key = false;
+    w->error = false;
+    w->first[0] = 1;
+    if (w->buf)
+        w->buf[0] = '\0';
+}
+
+void ccgw_jw_free(ccgw_jw_t *w)
+{
+    free(w->buf);
+    ccgw_jw_init(w);
+}
+
+char *ccgw_jw_take(ccgw_jw_t *w, size_t *len)
+{
+    char *b = w->buf;
+    if (len)
+        *len = w->len;
+    if (w->error) {
+        free(b);
+        b = NULL;
+    }
+    ccgw_jw_init(w);
+    return b;
+}
+
+static bool reserve(ccgw_jw_t *w, size_t extra)
+{
+    if (w->error)
+        return false;
+    if (w->len + extra + 1 <= w->cap)
+        return true;
+    size_t cap = w->cap ? w->cap : 256;
+    while (cap < w->len + extra + 1)
+        cap *= 2;
+    char *nb = realloc(w->buf, cap);
+    if (!nb) {
+        w->error = true;
+        return false;
+    }
+    w->buf = nb;
+    w->cap = cap;
+    return true;
+}
+
+static void put(ccgw_jw_t *w, const char *s, size_t n)
+{
+    if (!reserve(w, n))
+        return;
+    memcpy(w->buf + w->len, s, n);
+    w->len += n;
+    w->buf[w->len] = '\0';
+}
+
+static void putch(ccgw_jw_t *w, char c)
+{
+    if (!reserve(w, 1))
+        return;
+    w->buf[w->len++] = c;
+    w->buf[w->len] = '\0';
+}
+
+/* comma management before a value or a key */
+static void pre(ccgw_jw_t *w)
+{
+    if (w->after_key) {
+        w->after_key = false;
+        return;
+    }
+    if (!w->first[w->depth])
+        putch(w, ',');
+    w->first[w->depth] = 0;
+}
+
+static void open(ccgw_jw_t *w, char c)
+{
+    pre(w);
+    putch(w, c);
+    if (w->depth + 1 >= CCGW_JW_MAX_DEPTH) {
+        w->error = true;
+        return;
+    }
+    w->depth++;
+    w->first[w->depth] = 1;
+}
+
+static void close_(ccgw_jw_t *w, char c)
+{
+    if (w->depth > 0)
+        w->depth--;
+    putch(w, c);
+}
+
+void ccgw_jw_begin_object(ccgw_jw_t *w) { open(w, '{'); }
+void ccgw_jw_end_object(ccgw_jw_t *w) { close_(w, '}'); }
+void ccgw_jw_begin_array(ccgw_jw_t *w) { open(w, '['); }
+void ccgw_jw_end_array(ccgw_jw_t *w) { close_(w, ']'); }
+
+/* Length of the valid UTF-8 sequence at s (1..4), or 0 if invalid. */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+    unsigned c = s[0];
+    if (c < 0x80)
+        return 1;
+    size_t len;
+    unsigned cp;
+    if (c >= 0xC2 && c <= 0xDF) {
+        len = 2;
+        cp = c & 0x1F;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        len = 3;
+        cp = c & 0x0F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        len = 4;
+        cp = c & 0x07;
+    } else {
+        return 0;
+    }
+    if (n < len)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3F);
+    }
+    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
+        return 0; /* overlong or out of range */
+    if (cp >= 0xD800 && cp <= 0xDFFF)
+        return 0; /* surrogate */
+    return len;
+}
+
+static void put_escaped(ccgw_jw_t *w, const char *str, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *s = (const unsigned char *)str;
+    if (!reserve(w, n + 2))
+        return;
+    putch(w, '"');
+    size_t run = 0; /* start of a run of bytes copied as they are */
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = s[i];
+        const char *esc = NULL;
+        char ubuf[7];
+        size_t adv = 1;
+        if (c == '"')
+            esc = "\\\"";
+        else if (c == '\\')
+            esc = "\\\\";
+        else if (c < 0x20) {
+            switch (c) {
+            case '\n': esc = "\\n"; break;
+            case '\r': esc = "\\r"; break;
+            case '\t': esc = "\\t"; break;
+            case '\b': esc = "\\b"; break;
+            case '\f': esc = "\\f"; break;
+            default:
+                ubuf[0] = '\\'; ubuf[1] = 'u'; ubuf[2] = '0'; ubuf[3] = '0';
+                ubuf[4] = hex[c >> 4]; ubuf[5] = hex[c & 15]; ubuf[6] = 0;
+                esc = ubuf;
+            }
+        } else if (c >= 0x80) {
+            adv = utf8_seq(s + i, n - i);
+            if (adv == 0) {
+                esc = "\xEF\xBF\xBD"; /* U+FFFD */
+                adv = 1;
+            } else if (adv == 3 && c == 0xE2 && s[i + 1] == 0x80 && (s[i + 2] == 0xA8 || s[i + 2] == 0xA9)) {
+                esc = s[i + 2] == 0xA8 ? "\\u2028" : "\\u2029"; /* safe inside <script> */
+            }
+        }
+        if (esc) {
+            put(w, (const char *)s + run, i - run);
+            put(w, esc, strlen(esc));
+            i += adv;
+            run = i;
+        } else {
+            i += adv;
+        }
+    }
+    put(w, (const char *)s + run, n - run);
+    putch(w, '"');
+}
+
+void ccgw_jw_key(ccgw_jw_t *w, const char *key)
+{
+    pre(w);
+    put_escaped(w, key ? key : "", key ? strlen(key) : 0);
+    putch(w, ':');
+    w->after_key = true;
+}
+
+void ccgw_jw_string_n(ccgw_jw_t *w, const char *s, size_t n)
+{
+    pre(w);
+    if (!s) {
+        put(w, "null", 4);
+        return;
+    }
+    put_escaped(w, s, n);
+}
+
+void ccgw_jw_string(ccgw_jw_t *w, const char *s) { ccgw_jw_string_n(w, s, s ? strlen(s) : 0); }
+
+void ccgw_jw_int(ccgw_jw_t *w, int64_t v)
+{
+    char b[24];
+    int n = snprintf(b, sizeof b, "%" PRId64, v);
+    pre(w);
+    put(w, b, (size_t)n);
+}
+
+void ccgw_jw_uint(ccgw_jw_t *w, uint64_t v)
+{
+    char b[24];
+    int n = snprintf(b, sizeof b, "%" PRIu64, v);
+    pre(w);
+    put(w, b, (size_t)n);
+}
+
+void ccgw_jw_double(ccgw_jw_t *w, double v)
+{
+    pre(w);
+    if (!isfinite(v)) {
+        put(w, "null", 4);
+        return;
+    }
+    char b[32];
+    int n = 0;
+    /* shortest of %.15g / %.16g / %.17g that reads back exactly */
+    for (int prec = 15; prec <= 17; prec++) {
+        n = snprintf(b, sizeof b, "%.*g", prec, v);
+        if (strtod(b, NULL) == v)
+            break;
+    }
+    put(w, b, (size_t)n);
+}
+
+void ccgw_jw_bool(ccgw_jw_t *w, bool v)
+{
+    pre(w);
+    if (v)
+        put(w, "true", 4);
+    else
+        put(w, "false", 5);
+}
+
+void ccgw_jw_null(ccgw_jw_t *w)
+{
+    pre(w);
+    put(w, "null", 4);
+}
+
+void ccgw_jw_raw_value(ccgw_jw_t *w, const char *json, size_t n)
+{
+    pre(w);
+    put(w, json, n);
+}
+
+void ccgw_jw_raw_members(ccgw_jw_t *w, const char *members, size_t n)
+{
+    if (n == 0)
+        return;
+    pre(w);
+    put(w, members, n);
+}
+
+static void value_depth(ccgw_jw_t *w, const ccgw_value_t *v, int depth)
+{
+    switch (v->type) {
+    case CCGW_VAL_BOOL: ccgw_jw_bool(w, v->v.b); break;
+    case CCGW_VAL_INT: ccgw_jw_int(w, v->v.i); break;
+    case CCGW_VAL_DOUBLE: ccgw_jw_double(w, v->v.d); break;
+    case CCGW_VAL_STRING: ccgw_jw_string(w, v->v.s); break;
+    case CCGW_VAL_OBJECT:
+        if (depth >= 8 || (v->v.obj.count && !v->v.obj.items)) {
+            ccgw_jw_null(w);
+            break;
+        }
+        ccgw_jw_begin_object(w);
+        for (size_t i = 0; i < v->v.obj.count; i++) {
+            ccgw_jw_key(w, v->v.obj.items[i].name ? v->v.obj.items[i].name : "");
+            value_depth(w, &v->v.obj.items[i], depth + 1);
+        }
+        ccgw_jw_end_object(w);
+        break;
+    case CCGW_VAL_NULL:
+    default: ccgw_jw_null(w); break;
+    }
+}
+
+void ccgw_jw_value(ccgw_jw_t *w, const ccgw_value_t *v) { value_depth(w, v, 0); }
+
+size_t ccgw_json_escape(char *out, size_t cap, const char *s)
+{
+    ccgw_jw_t w;
+    ccgw_jw_init(&w);
+    ccgw_jw_string(&w, s);
+    size_t n = 0;
+    if (!w.error && w.len < cap) {
+        memcpy(out, w.buf, w.len + 1);
+        n = w.len;
+    }
+    ccgw_jw_free(&w);
+    return n;
+}

@@ -1,0 +1,37 @@
+/*
+ * mqtt_north - the MQTT v5 north side on libmosquitto: connect (TLS,
+ * credentials, TCP_NODELAY), last will, reconnect with backoff, bounded
+ * in-flight publishes, the bus sink, and commands in on
+ * {prefix}/{site}/+/+/cmd/+ with replies to the v5 response topic (with its
+ * correlation data) or to <command topic>/reply.
+ *
+ * Threads: libmosquitto's own thread (mosquitto_loop_start) runs the
+ * callbacks; the bus's north thread calls the sink (publish).
+ */
+#ifndef CCGW_MQTT_NORTH_H
+#define CCGW_MQTT_NORTH_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "bus.h"
+
+struct ccgw_gateway;
+typedef struct ccgw_mqtt ccgw_mqtt_t;
+
+typedef struct ccgw_mqtt_stats {
+    bool connected;
+    uint64_t connects, disconnects;
+    uint64_t inflight;
+    uint64_t commands_in;
+} ccgw_mqtt_stats_t;
+
+ccgw_mqtt_t *ccgw_mqtt_new(struct ccgw_gateway *gw);
+int ccgw_mqtt_start(ccgw_mqtt_t *m);
+void ccgw_mqtt_sink(ccgw_mqtt_t *m, ccgw_sink_t *out);
+/* Clean disconnect (no will) and stop the network thread. */
+void ccgw_mqtt_stop(ccgw_mqtt_t *m);
+void ccgw_mqtt_free(ccgw_mqtt_t *m);
+void ccgw_mqtt_get_stats(ccgw_mqtt_t *m, ccgw_mqtt_stats_t *out);
+
+#endif

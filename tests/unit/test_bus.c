@@ -1,0 +1,227 @@
+/* Unit tests: the north queue's policy at its limit, retained coalescing
+ * (never back in time), snapshots after reconnect, and ordering. The sink
+ * here is a recorder standing for the north side; the real MQTT sink is
+ * exercised by the integration tests against mosquitto. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bus.h"
+#include "ccgw/types.h"
+
+typedef struct rec {
+    pthread_mutex_t lock;
+    atomic_bool ready;
+    atomic_bool snapshot;
+    char topics[256][64];
+    char payloads[256][64];
+    int n;
+} rec_t;
+
+static bool r_ready(void *c) { return atomic_load(&((rec_t *)c)->ready); }
+static int r_publish(void *c, const ccgw_msg_t *m)
+{
+    rec_t *r = c;
+    pthread_mutex_lock(&r->lock);
+    if (r->n < 256) {
+        snprintf(r->topics[r->n], 64, "%s", m->topic);
+        snprintf(r->payloads[r->n], 64, "%s", m->payload);
+        r->n++;
+    }
+    pthread_mutex_unlock(&r->lock);
+    return 0;
+}
+static bool r_snap(void *c) { return atomic_exchange(&((rec_t *)c)->snapshot, false); }
+static bool r_idle(void *c) { (void)c; return true; }
+
+static ccgw_bus_t *make(rec_t *r, size_t limit, int bp_ms, bool ready)
+{
+    memset(r, 0, sizeof *r);
+    pthread_mutex_init(&r->lock, NULL);
+    atomic_store(&r->ready, ready);
+    ccgw_bus_t *b = ccgw_bus_new(limit, bp_ms);
+    ccgw_sink_t s = {.ctx = r, .ready = r_ready, .publish = r_publish,
+                     .take_snapshot_request = r_snap, .idle = r_idle};
+    ccgw_bus_set_sink(b, &s);
+    assert_int_equal(ccgw_bus_start(b), 0);
+    return b;
+}
+
+static int push(ccgw_bus_t *b, ccgw_kind_t k, const char *topic, const char *payload)
+{
+    return ccgw_bus_push(b, ccgw_msg_new(k, 1, topic, payload, strlen(payload), NULL, 0));
+}
+
+static int count_topic(rec_t *r, const char *topic)
+{
+    int n = 0;
+    pthread_mutex_lock(&r->lock);
+    for (int i = 0; i < r->n; i++)
+        n += strcmp(r->topics[i], topic) == 0;
+    pthread_mutex_unlock(&r->lock);
+    return n;
+}
+
+static void test_telemetry_dropped_when_full(void **st)
+{
+    (void)st;
+    rec_t r;
+    ccgw_bus_t *b = make(&r, 4, 50, false);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(push(b, CCGW_KIND_TELEMETRY, "t", "{}"), CCGW_OK);
+    assert_int_equal(push(b, CCGW_KIND_TELEMETRY, "t", "{}"), CCGW_EFULL);
+    ccgw_bus_stats_t s;
+    ccgw_bus_get_stats(b, &s);
+    assert_int_equal(s.dropped_full[CCGW_KIND_TELEMETRY], 1);
+    assert_int_equal(s.depth, 4);
+    atomic_store(&r.ready, true);
+    ccgw_bus_wake(b);
+    assert_true(ccgw_bus_flush(b, 2000));
+    assert_int_equal(count_topic(&r, "t"), 4);
+    ccgw_bus_free(b);
+}
+
+static void test_event_backpressure_then_efull(void **st)
+{
+    (void)st;
+    rec_t r;
+    ccgw_bus_t *b = make(&r, 2, 100, false);
+    assert_int_equal(push(b, CCGW_KIND_EVENT, "e", "{\"n\":1}"), CCGW_OK);
+    assert_int_equal(push(b, CCGW_KIND_EVENT, "e", "{\"n\":2}"), CCGW_OK);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_int_equal(push(b, CCGW_KIND_EVENT, "e", "{\"n\":3}"), CCGW_EFULL);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    assert_true(ms >= 90); /* it waited for room before giving up */
+    atomic_store(&r.ready, true);
+    ccgw_bus_wake(b);
+    assert_true(ccgw_bus_flush(b, 2000));
+    assert_int_equal(r.n, 2);
+    assert_string_equal(r.payloads[0], "{\"n\":1}"); /* in order */
+    assert_string_equal(r.payloads[1], "{\"n\":2}");
+    ccgw_bus_free(b);
+}
+
+static void *late_ready(void *arg)
+{
+    rec_t *r = arg;
+    struct timespec ts = {0, 50 * 1000000L};
+    nanosleep(&ts, NULL);
+    atomic_store(&r->ready, true);
+    return NULL;
+}
+
+static void test_event_waits_for_room(void **st)
+{
+    (void)st;
+    rec_t r;
+    ccgw_bus_t *b = make(&r, 1, 3000, false);
+    assert_int_equal(push(b, CCGW_KIND_EVENT, "e", "1"), CCGW_OK);
+    pthread_t th;
+    pthread_create(&th, NULL, late_ready, &r);
+    /* blocks until the sink drains one, then succeeds: nothing lost */
+    assert_int_equal(push(b, CCGW_KIND_EVENT, "e", "2"), CCGW_OK);
+    pthread_join(th, NULL);
+    assert_true(ccgw_bus_flush(b, 2000));
+    assert_int_equal(count_topic(&r, "e"), 2);
+    ccgw_bus_free(b);
+}
+
+static void test_retained_coalesces_to_latest(void **st)
+{
+    (void)st;
+    rec_t r;
+    ccgw_bus_t *b = make(&r, 2, 0, false);
+    char p[16];
+    for (int i = 1; i <= 10; i++) {
+        snprintf(p, sizeof p, "v%d", i);
+        assert_int_equal(ccgw_bus_retain(b, CCGW_KIND_STATE, 1, "s", p, strlen(p)), CCGW_OK);
+    }
+    ccgw_bus_stats_t s;
+    ccgw_bus_get_stats(b, &s);
+    assert_int_equal(s.coalesced, 8); /* two queued, the rest went dirty */
+    atomic_store(&r.ready, true);
+    ccgw_bus_wake(b);
+    assert_true(ccgw_bus_flush(b, 2000));
+    /* whatever was published, the last one is v10 and nothing older follows it */
+    pthread_mutex_lock(&r.lock);
+    int last = -1;
+    for (int i = 0; i < r.n; i++)
+        if (strcmp(r.topics[i], "s") == 0)
+            last = i;
+    assert_true(last >= 0);
+    assert_string_equal(r.payloads[last], "v10");
+    int prev = 0;
+    for (int i = 0; i < r.n; i++) {
+        int v = atoi(r.payloads[i] + 1);
+        assert_true(v > prev); /* strictly newer each time */
+        prev = v;
+    }
+    pthread_mutex_unlock(&r.lock);
+    ccgw_bus_free(b);
+}
+
+static void test_snapshot_republishes_in_order(void **st)
+{
+    (void)st;
+    rec_t r;
+    ccgw_bus_t *b = make(&r, 100, 0, true);
+    ccgw_bus_retain(b, CCGW_KIND_GATEWAY, 1, "gw/status", "on", 2);
+    ccgw_bus_retain(b, CCGW_KIND_STATE, 1, "a/state", "a1", 2);
+    ccgw_bus_retain(b, CCGW_KIND_ALARM, 1, "a/alarm/x", "raised", 6);
+    ccgw_bus_retain(b, CCGW_KIND_ALARM, 1, "a/alarm/x", "", 0); /* cleared */
+    assert_true(ccgw_bus_flush(b, 2000));
+    int before = r.n;
+    atomic_store(&r.snapshot, true); /* as after a reconnect */
+    ccgw_bus_wake(b);
+    for (int i = 0; i < 200 && r.n < before + 3; i++) {
+        struct timespec ts = {0, 5 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    assert_true(ccgw_bus_flush(b, 2000));
+    pthread_mutex_lock(&r.lock);
+    assert_int_equal(r.n - before, 3);
+    assert_string_equal(r.topics[before], "gw/status"); /* status first */
+    assert_string_equal(r.topics[before + 1], "a/state");
+    assert_string_equal(r.topics[before + 2], "a/alarm/x"); /* the clear is repeated */
+    assert_string_equal(r.payloads[before + 2], "");
+    pthread_mutex_unlock(&r.lock);
+    ccgw_bus_free(b);
+}
+
+static void test_no_sink_discards(void **st)
+{
+    (void)st;
+    ccgw_bus_t *b = ccgw_bus_new(8, 0);
+    ccgw_bus_start(b);
+    for (int i = 0; i < 100; i++)
+        push(b, CCGW_KIND_TELEMETRY, "t", "{}");
+    assert_true(ccgw_bus_flush(b, 2000));
+    ccgw_bus_stats_t s;
+    ccgw_bus_get_stats(b, &s);
+    assert_int_equal(s.depth, 0);
+    assert_true(s.published[CCGW_KIND_TELEMETRY] + s.dropped_full[CCGW_KIND_TELEMETRY] == 100);
+    ccgw_bus_free(b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_telemetry_dropped_when_full),
+        cmocka_unit_test(test_event_backpressure_then_efull),
+        cmocka_unit_test(test_event_waits_for_room),
+        cmocka_unit_test(test_retained_coalesces_to_latest),
+        cmocka_unit_test(test_snapshot_republishes_in_order),
+        cmocka_unit_test(test_no_sink_discards),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,51 @@
+# shellcheck shell=bash
+# deps.sh - the Debian packages ccgw needs, installed when missing.
+# Sourced by tools/run-demo, tools/run-tests and tools/bench/run.
+#   ccgw_install_deps build       compilers, CMake, the -dev libraries
+#   ccgw_install_deps run         mosquitto broker and clients
+#   ccgw_install_deps test        cmocka, clang + libFuzzer runtime, Modbus tools
+
+CCGW_PKGS_BUILD=(build-essential cmake pkg-config libyaml-dev libmosquitto-dev libjansson-dev
+                 libmodbus-dev libssl-dev)
+CCGW_PKGS_RUN=(mosquitto mosquitto-clients)
+CCGW_PKGS_TEST=(libcmocka-dev clang libclang-rt-14-dev mbpoll socat python3 python3-pymodbus
+                python3-serial procps)
+
+ccgw_install_deps() {
+    local want=() missing=() p
+    for group in "$@"; do
+        case "$group" in
+            build) want+=("${CCGW_PKGS_BUILD[@]}") ;;
+            run) want+=("${CCGW_PKGS_RUN[@]}") ;;
+            test) want+=("${CCGW_PKGS_TEST[@]}") ;;
+            *) echo "deps.sh: unknown group '$group'" >&2; return 2 ;;
+        esac
+    done
+    for p in "${want[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "missing packages: ${missing[*]}" >&2
+        echo "run as root, or: sudo apt-get install ${missing[*]}" >&2
+        return 1
+    fi
+    echo "installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+# A free TCP port on 127.0.0.1 (nothing answers on it right now).
+ccgw_free_port() {
+    local p i
+    for i in $(seq 1 200); do
+        p=$((20000 + RANDOM % 30000))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+            echo "$p"
+            return 0
+        fi
+    done
+    echo "no free port found" >&2
+    return 1
+}
