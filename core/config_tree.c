@@ -363,6 +363,21 @@ int ccgw_config_error(const ccgw_config_t *node, const char *fmt, ...)
     return CCGW_EINVAL;
 }
 
+int ccgw_config_verror(const ccgw_config_t *node, const char *fmt, va_list ap)
+{
+    if (!node || !fmt)
+        return CCGW_EINVAL;
+    vdiag(node->doc, node->line, node->col, fmt, ap);
+    return CCGW_EINVAL;
+}
+
+bool ccgw_config_is_default(const ccgw_config_t *node) { return node && node->is_default; }
+
+bool ccgw_config_is_plain(const ccgw_config_t *node)
+{
+    return node && node->kind == CCGW_NODE_SCALAR && (node->plain || node->is_null);
+}
+
 void ccgw_config_print_diags(const ccgw_config_doc_t *doc, FILE *out)
 {
     if (!doc || !out)

@@ -76,11 +76,15 @@ void ccgw_loader_add_default_dirs(ccgw_loader_t *l)
         char *slash = strrchr(exe, '/');
         if (slash) {
             *slash = '\0';
-            char dir[PATH_MAX + 32];
-            snprintf(dir, sizeof dir, "%s/../lib/ccgw/plugins", exe);
-            char real[PATH_MAX];
-            if (realpath(dir, real))
-                ccgw_loader_add_dir(l, real);
+            /* the build tree (bin/ next to lib/ccgw/plugins), then the install tree */
+            const char *rel[] = {"../lib/ccgw/plugins", CCGW_PLUGIN_REL_DIR};
+            for (size_t i = 0; i < 2; i++) {
+                char dir[PATH_MAX + 64];
+                snprintf(dir, sizeof dir, "%s/%s", exe, rel[i]);
+                char real[PATH_MAX];
+                if (realpath(dir, real))
+                    ccgw_loader_add_dir(l, real);
+            }
         }
     }
     ccgw_loader_add_dir(l, CCGW_PLUGIN_INSTALL_DIR);
@@ -158,8 +162,11 @@ void *ccgw_loader_open_file(const char *path, ccgw_plugin_t *out, char *why, siz
     else if (strcmp(out->name, stem) != 0) {
         snprintf(buf, sizeof buf, "its name '%s' does not match the file name '%s.so'", out->name, stem);
         problem = buf;
-    } else if (!out->create || !out->start || !out->stop || !out->destroy)
-        problem = "create, start, stop and destroy are required";
+    } else if (!out->create || !out->start || !out->stop || !out->destroy) {
+        snprintf(buf, sizeof buf, "it has no %s callback (create, start, stop and destroy are required)",
+                 !out->create ? "create" : !out->start ? "start" : !out->stop ? "stop" : "destroy");
+        problem = buf;
+    }
     else if (out->commands && out->commands[0].name && !out->command)
         problem = "it declares commands but has no command callback";
     else if (out->options && ccgw_schema_check_table(out->options, buf, sizeof buf) != 0)

@@ -573,11 +573,14 @@ static void poll_device(mb_link_t *l, mb_device_t *d)
         if (!is_exception(err))
             break;
     }
-    if (failed)
+    if (failed) {
         device_failure(l, d, reason);
-    else
+        publish_values(l, d);
+    } else {
+        /* values first, so that the first online state already carries them */
+        publish_values(l, d);
         device_success(l, d);
-    publish_values(l, d);
+    }
 }
 
 /* ------------------------------------------------------------------------ */

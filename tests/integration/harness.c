@@ -151,9 +151,12 @@ static void atexit_cleanup(void)
     }
 }
 
+static pid_t g_owner; /* the test process; a forked child must not kill its siblings */
+
 static void on_fatal_signal(int sig)
 {
-    kill_all_children();
+    if (getpid() == g_owner)
+        kill_all_children();
     signal(sig, SIG_DFL);
     raise(sig);
 }
@@ -163,6 +166,7 @@ static void install_cleanup(void)
     if (g_cleanup_installed)
         return;
     g_cleanup_installed = true;
+    g_owner = getpid();
     if (g_t0 == 0)
         g_t0 = h_now_ms();
     atexit(atexit_cleanup);
@@ -396,19 +400,22 @@ static h_proc *spawn_ex(h_env *env, const char *name, const char *const argv[], 
     pid_t parent = getpid();
     fflush(stdout);
     fflush(stderr);
+    /* no signal handler of ours may run in the child before execv */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
     pid_t pid = fork();
     if (pid == 0) {
+        for (int sig = 1; sig < NSIG; sig++)
+            if (sig != SIGKILL && sig != SIGSTOP)
+                signal(sig, SIG_DFL);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
         setpgid(0, 0);
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != parent)
             _exit(127);
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        signal(SIGPIPE, SIG_DFL);
-        signal(SIGTERM, SIG_DFL);
-        signal(SIGINT, SIG_DFL);
-        signal(SIGHUP, SIG_DFL);
         dup2(nul, 0);
         dup2(out, 1);
         dup2(err, 2);
@@ -418,6 +425,7 @@ static h_proc *spawn_ex(h_env *env, const char *name, const char *const argv[], 
         }
         _exit(127);
     }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     close(nul);
     if (err != out)
         close(err);
@@ -914,6 +922,8 @@ int h_gw_write_config(h_env *env, const char *file, const h_gw_opts *o, char *pa
            o->log_level ? o->log_level : "info", CCGW_PLUGIN_DIR, data_dir, o->mqtt_port);
     if (o->keepalive_s > 0)
         sb_add(&s, "  keepalive_s: %d\n", o->keepalive_s);
+    if (o->reconnect_max_ms > 0)
+        sb_add(&s, "  reconnect:\n    min_ms: 100\n    max_ms: %d\n", o->reconnect_max_ms);
     sb_add(&s,
            "\n"
            "instances:\n"

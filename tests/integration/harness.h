@@ -185,6 +185,7 @@ typedef struct h_gw_opts {
     const char *log_level;     /* default "info" */
     int mqtt_port;
     int keepalive_s;           /* 0 = not written (the gateway's default) */
+    int reconnect_max_ms;      /* 0 = not written; else mqtt.reconnect {min_ms: 100, max_ms: N} */
     int hvac_port;             /* 0 = no hvac device */
     int env_port;              /* 0 = no env device */
     int hvac_unit;             /* default 1 */

@@ -17,7 +17,8 @@ static h_world W;
 
 static int group_setup(void **state)
 {
-    h_gw_opts o = {.poll_ms = 500};
+    /* reconnect backoff capped at 1 s: the republish is seen quickly */
+    h_gw_opts o = {.poll_ms = 500, .reconnect_max_ms = 1000};
     return h_world_start(&W, "broker_restart", 1, &o);
 }
 

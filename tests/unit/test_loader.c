@@ -103,7 +103,7 @@ static void test_no_descriptor(void **st)
 
 static void test_missing_create(void **st)
 {
-    const char *parts[] = {"create, start, stop and destroy are required", NULL};
+    const char *parts[] = {"no create callback", NULL};
     expect_refused(*st, "missing_create", parts);
 }
 

@@ -9,6 +9,11 @@
  * from any thread, now or later; if it has not replied when the instance's
  * command timeout expires the core answers `timeout` and the late reply is
  * dropped (the plugin must still make it, so the handle is freed).
+ *
+ * At stop: commands still open after the plugin's stop() returns are
+ * answered `device_error` ("instance stopped"); a handle the plugin holds
+ * stays valid until its destroy() returns. A second or late reply returns
+ * CCGW_ESTATE. An error code that is not [a-z_]+ becomes device_error.
  */
 #ifndef CCGW_COMMAND_H
 #define CCGW_COMMAND_H

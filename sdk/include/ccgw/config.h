@@ -15,6 +15,7 @@
 #ifndef CCGW_CONFIG_H
 #define CCGW_CONFIG_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -84,6 +85,14 @@ int ccgw_config_as_int(const ccgw_config_t *scalar, int64_t *out);
 int ccgw_config_as_double(const ccgw_config_t *scalar, double *out);
 int ccgw_config_as_bool(const ccgw_config_t *scalar, bool *out);
 
+/* True when `node` was filled in from a default (absent in the file or the
+ * arguments), including an absent OBJECT created because its children have
+ * defaults: tells "configured" from "defaulted". */
+bool ccgw_config_is_default(const ccgw_config_t *node);
+/* True for an unquoted YAML scalar or a JSON number, bool or null; false for
+ * quoted text: tells {"value": 1} from {"value": "1"}. */
+bool ccgw_config_is_plain(const ccgw_config_t *scalar);
+
 /* Lists and mappings: number of items/keys, and the i-th item (key for maps). */
 size_t ccgw_config_count(const ccgw_config_t *node);
 const ccgw_config_t *ccgw_config_at(const ccgw_config_t *node, size_t i);
@@ -97,6 +106,13 @@ const char *ccgw_config_where(const ccgw_config_t *node, char *buf, size_t len);
 int ccgw_config_error(const ccgw_config_t *node, const char *fmt, ...)
 #if defined(__GNUC__) || defined(__clang__)
     __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+/* ccgw_config_error() with a va_list. */
+int ccgw_config_verror(const ccgw_config_t *node, const char *fmt, va_list ap)
+#if defined(__GNUC__) || defined(__clang__)
+    __attribute__((format(printf, 2, 0)))
 #endif
     ;
 

@@ -63,7 +63,9 @@ int ccgw_device_event(ccgw_device_t *dev, const char *type, const ccgw_value_t *
 
 /* Alarms: retained on .../alarm/{code} while active. Raising an active alarm
  * again updates it (severity, message, data). Clearing publishes an
- * `alarm.cleared` event, then an empty retained payload. `code` is [a-z0-9_.-]+. */
+ * `alarm.cleared` event, then an empty retained payload; clearing an alarm
+ * that is not active returns CCGW_ENOTFOUND and publishes nothing.
+ * `code` is [a-z0-9_.-]+. */
 int ccgw_alarm_raise(ccgw_device_t *dev, const char *code, ccgw_severity_t severity,
                      const char *message, const ccgw_value_t *data, size_t n);
 int ccgw_alarm_clear(ccgw_device_t *dev, const char *code, const char *message);

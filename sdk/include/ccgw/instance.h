@@ -15,9 +15,10 @@
  *  - request/response commands (door unlock, SMS send): answer from the
  *    command callback, or keep the ccgw_cmd_t and reply later from any thread.
  *
- * From threads the plugin owns, only these calls are allowed: the emit calls
- * of ccgw/device.h, ccgw_cmd_reply_*, ccgw_post(), ccgw_instance_health(),
- * ccgw_log() and the config getters. Timers and fd watches are instance-thread
+ * From threads the plugin owns, only these calls are allowed, from create()
+ * until stop() returns: every call of ccgw/device.h (declaring devices in
+ * create() is preferred), ccgw_cmd_reply_* and the ccgw_cmd_* getters,
+ * ccgw_post(), ccgw_instance_health(), ccgw_log() and the config getters. Timers and fd watches are instance-thread
  * only. Never block the instance thread for long: the core's supervisor sees
  * a loop that stops turning as a hung instance.
  */

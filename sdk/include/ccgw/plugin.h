@@ -13,11 +13,18 @@
  *  - Structs only grow at the end (reserved slots first); ccgw_option_t,
  *    ccgw_value_t and ccgw_command_spec_t are frozen for ABI major 1.
  *
- * Lifecycle, always in this order, always on the instance thread:
- *     check (optional, also run by --check-config; no I/O)
+ * Lifecycle:
+ *     check   (optional) runs wherever the configuration is validated - at
+ *             load and under --check-config, possibly on the main thread,
+ *             before any instance exists; it may touch only `options`.
  *     create -> start -> ... callbacks ... -> stop -> destroy
- * stop() is always called before destroy() when start() succeeded; after stop()
- * returns the plugin must have no threads running and no emit calls in flight.
+ *             all on the instance thread, in this order.
+ * Failures: if create() fails nothing else is called. If start() fails,
+ * destroy() is called but stop() is not, so start() undoes its partial work
+ * before returning. Once start() succeeded, stop() is always called before
+ * destroy(); after stop() returns the plugin has no threads running and no
+ * SDK calls in flight. After stop() the core sets the instance's devices
+ * offline ("instance stopped"): stop() need not do it.
  */
 #ifndef CCGW_PLUGIN_H
 #define CCGW_PLUGIN_H
@@ -66,8 +73,9 @@ typedef struct ccgw_plugin {
     /* --- lifecycle: all run on the instance thread --- */
 
     /* Optional. Semantic checks beyond the option table (e.g. overlapping
-     * registers). Report each problem with ccgw_config_error() on the node at
-     * fault and return the number of errors (0 = fine). No I/O, no devices. */
+     * registers), run only when the options passed the table's validation.
+     * Report each problem with ccgw_config_error() on the node at fault and
+     * return the number of errors (0 = fine). No I/O, no devices, no state. */
     int (*check)(const ccgw_config_t *options);
 
     /* Required. Build the instance state from validated options (defaults

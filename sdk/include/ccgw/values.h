@@ -45,6 +45,8 @@ typedef struct ccgw_value {
 
 #define CCGW_V_BOOL(n, x) ((ccgw_value_t){.name = (n), .type = CCGW_VAL_BOOL, .v.b = (x)})
 #define CCGW_V_INT(n, x) ((ccgw_value_t){.name = (n), .type = CCGW_VAL_INT, .v.i = (x)})
+#define CCGW_V_INT_U(n, x, u) \
+    ((ccgw_value_t){.name = (n), .unit = (u), .type = CCGW_VAL_INT, .v.i = (x)})
 #define CCGW_V_DOUBLE(n, x, u) \
     ((ccgw_value_t){.name = (n), .unit = (u), .type = CCGW_VAL_DOUBLE, .v.d = (x)})
 #define CCGW_V_STRING(n, x) ((ccgw_value_t){.name = (n), .type = CCGW_VAL_STRING, .v.s = (x)})
