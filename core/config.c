@@ -420,9 +420,13 @@ static void load_instance(ccgw_gateway_config_t *cfg, struct ccgw_config *item, 
         return;
     }
     char why[512] = "";
-    const ccgw_plugin_t *desc = resolver(ctx, cfg, ic->plugin, why, sizeof why);
+    bool fatal = true;
+    const ccgw_plugin_t *desc = resolver(ctx, cfg, ic->plugin, why, sizeof why, &fatal);
     if (!desc) {
-        ccgw_config_diag(doc, pn, "plugin '%s': %s", ic->plugin, why[0] ? why : "not found");
+        if (fatal)
+            ccgw_config_diag(doc, pn, "plugin '%s': %s", ic->plugin, why[0] ? why : "not found");
+        else
+            ic->refused = strdup(why[0] ? why : "refused");
         return;
     }
     ic->desc = desc;
@@ -557,6 +561,7 @@ void ccgw_gateway_config_free(ccgw_gateway_config_t *cfg)
     for (size_t i = 0; i < cfg->n_instances; i++) {
         free(cfg->instances[i].id);
         free(cfg->instances[i].plugin);
+        free(cfg->instances[i].refused);
     }
     free(cfg->instances);
     ccgw_config_doc_free(cfg->doc);

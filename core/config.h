@@ -22,6 +22,7 @@ typedef struct ccgw_instance_config {
     bool enabled;
     int command_timeout_ms;       /* per-instance command reply timeout */
     const ccgw_plugin_t *desc;    /* resolved descriptor (owned by the loader) */
+    char *refused;                /* why the plugin was refused (desc NULL), non-fatally */
     struct ccgw_config *options;  /* validated options mapping (owned by doc) */
     struct ccgw_config *node;     /* the instance's mapping, for messages */
 } ccgw_instance_config_t;
@@ -61,9 +62,13 @@ typedef struct ccgw_gateway_config {
 
 /* Resolve a plugin by name (the loader). Return its descriptor, or NULL
  * with a one-line reason in why ("no modbus.so in build/lib/ccgw/plugins",
- * "plugin ABI 2.0, gateway ABI 1.0"). `cfg` has gateway.* filled in. */
+ * "plugin ABI 2.0, gateway ABI 1.0"). `cfg` has gateway.* filled in.
+ * *fatal starts true; a resolver sets it false when the plugin exists but
+ * was refused (wrong ABI...) and the gateway should run without it: the
+ * instance then gets `refused` set instead of a configuration error. */
 typedef const ccgw_plugin_t *(*ccgw_plugin_resolver_fn)(void *ctx, const ccgw_gateway_config_t *cfg,
-                                                        const char *name, char *why, size_t whylen);
+                                                        const char *name, char *why, size_t whylen,
+                                                        bool *fatal);
 
 /* Load and validate. Returns the config (NULL only when out of memory);
  * when cfg->doc->n_diags > 0 it is invalid and must not be run.

@@ -53,6 +53,15 @@ ccgw_instance_t *ccgw_instance_new(ccgw_gateway_t *gw, const ccgw_instance_confi
     pthread_cond_init(&inst->cond, NULL);
     inst->run_state = cfg->enabled ? CCGW_RUN_CREATED : CCGW_RUN_DISABLED;
     inst->health = CCGW_HEALTH_OK;
+    if (cfg->enabled && !cfg->desc) {
+        /* the plugin file exists but was refused (wrong ABI...): this instance
+         * fails, the others run */
+        inst->run_state = CCGW_RUN_FAILED;
+        inst->health = CCGW_HEALTH_FAILED;
+        char why[600];
+        snprintf(why, sizeof why, "plugin refused: %s", cfg->refused ? cfg->refused : "not loaded");
+        inst->reason = strdup(why);
+    }
     return inst;
 }
 
@@ -169,6 +178,12 @@ int ccgw_instance_start(ccgw_instance_t *inst, int timeout_ms)
     if (inst->run_state == CCGW_RUN_DISABLED) {
         ccgw_instance_publish_health(inst);
         return CCGW_OK;
+    }
+    if (inst->run_state == CCGW_RUN_FAILED) {
+        ccgw_log_tagged(CCGW_LOG_ERROR, inst->tag, NULL, 0, "%s; the other instances keep running",
+                        inst->reason ? inst->reason : "failed");
+        ccgw_instance_publish_health(inst);
+        return CCGW_ESTATE;
     }
     inst->loop = ccgw_loop_new(POST_LIMIT);
     if (!inst->loop)

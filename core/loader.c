@@ -185,8 +185,11 @@ void *ccgw_loader_open_file(const char *path, ccgw_plugin_t *out, char *why, siz
     return dl;
 }
 
-const ccgw_plugin_t *ccgw_loader_get(ccgw_loader_t *l, const char *name, char *why, size_t whylen)
+const ccgw_plugin_t *ccgw_loader_get(ccgw_loader_t *l, const char *name, char *why, size_t whylen,
+                                     bool *exists)
 {
+    if (exists)
+        *exists = false;
     for (loaded_t *p = l->loaded; p; p = p->next)
         if (strcmp(p->name, name) == 0)
             return &p->desc;
@@ -199,6 +202,8 @@ const ccgw_plugin_t *ccgw_loader_get(ccgw_loader_t *l, const char *name, char *w
         snprintf(path, sizeof path, "%s/%s.so", l->dirs[i], name);
         if (access(path, F_OK) != 0)
             continue;
+        if (exists)
+            *exists = true;
         loaded_t *p = calloc(1, sizeof *p);
         if (!p) {
             snprintf(why, whylen, "out of memory");

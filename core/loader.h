@@ -14,6 +14,7 @@
 #ifndef CCGW_LOADER_H
 #define CCGW_LOADER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 
@@ -28,8 +29,10 @@ int ccgw_loader_add_dir(ccgw_loader_t *l, const char *dir);
 /* Append the built-in directories (relative to the executable, install dir). */
 void ccgw_loader_add_default_dirs(ccgw_loader_t *l);
 
-/* Load NAME once (cached). NULL with a reason in why. */
-const ccgw_plugin_t *ccgw_loader_get(ccgw_loader_t *l, const char *name, char *why, size_t whylen);
+/* Load NAME once (cached). NULL with a reason in why; *exists (may be NULL)
+ * tells a refused file (true) from no file at all (false). */
+const ccgw_plugin_t *ccgw_loader_get(ccgw_loader_t *l, const char *name, char *why, size_t whylen,
+                                     bool *exists);
 
 /* Open and check one file (no caching; for tests and --list-plugins). On
  * success returns the dl handle and copies the descriptor into *out. */

@@ -18,6 +18,7 @@
 
 typedef struct resolver_ctx {
     ccgw_loader_t *loader;
+    bool run;                 /* running (not --check-config): a refused plugin fails only its instance */
     const char *const *extra_dirs;
     size_t n_extra;
     bool dirs_added;
@@ -36,11 +37,15 @@ static void add_dirs(resolver_ctx_t *r, const ccgw_gateway_config_t *cfg)
 }
 
 static const ccgw_plugin_t *resolve(void *ctx, const ccgw_gateway_config_t *cfg, const char *name,
-                                    char *why, size_t whylen)
+                                    char *why, size_t whylen, bool *fatal)
 {
     resolver_ctx_t *r = ctx;
     add_dirs(r, cfg);
-    return ccgw_loader_get(r->loader, name, why, whylen);
+    bool exists = false;
+    const ccgw_plugin_t *p = ccgw_loader_get(r->loader, name, why, whylen, &exists);
+    if (!p && exists && r->run)
+        *fatal = false; /* the file is there but incompatible: run the other instances */
+    return p;
 }
 
 static void usage(FILE *out)
@@ -134,7 +139,7 @@ int main(int argc, char **argv)
             }
         } else {
             char why[512];
-            const ccgw_plugin_t *p = ccgw_loader_get(loader, describe_name, why, sizeof why);
+            const ccgw_plugin_t *p = ccgw_loader_get(loader, describe_name, why, sizeof why, NULL);
             if (!p) {
                 fprintf(stderr, "ccgw: plugin '%s': %s\n", describe_name, why);
                 rc = 1;
@@ -147,6 +152,7 @@ int main(int argc, char **argv)
     }
 
     const char *path = check ? check : config;
+    rctx.run = !check;
     ccgw_gateway_config_t *cfg = ccgw_gateway_config_load(path, resolve, &rctx);
     if (!cfg) {
         fprintf(stderr, "%s: out of memory\n", path);

@@ -100,7 +100,7 @@ static const ccgw_plugin_t fuzz_desc = {
 };
 
 static const ccgw_plugin_t *fuzz_resolver(void *ctx, const ccgw_gateway_config_t *cfg, const char *name, char *why,
-                                          size_t whylen)
+                                          size_t whylen, bool *fatal)
 {
     (void)ctx;
     (void)cfg;

@@ -835,6 +835,23 @@ static int modbus_write(int port, int unit, int addr, int kind, int value)
     return rc;
 }
 
+int h_modbus_read_holding(int port, int unit, int addr, int n, uint16_t *out)
+{
+    modbus_t *ctx = modbus_new_tcp("127.0.0.1", port);
+    if (!ctx)
+        return -1;
+    int rc = -1;
+    modbus_set_response_timeout(ctx, 1, 0);
+    if (modbus_set_slave(ctx, unit) == 0 && modbus_connect(ctx) == 0) {
+        rc = modbus_read_registers(ctx, addr, n, out) == n ? 0 : -1;
+        if (rc != 0)
+            h_log("modbus read %d:%d+%d@%d failed: %s", unit, addr, n, port, modbus_strerror(errno));
+        modbus_close(ctx);
+    }
+    modbus_free(ctx);
+    return rc;
+}
+
 int h_modbus_write_coil(int port, int unit, int addr, bool value)
 {
     return modbus_write(port, unit, addr, 0, value ? 1 : 0);

@@ -175,6 +175,8 @@ void h_sim_free(h_sim *s);
  * gateway's back. 0 or -1. */
 int h_modbus_write_coil(int port, int unit, int addr, bool value);
 int h_modbus_write_register(int port, int unit, int addr, uint16_t value);
+/* Reads n holding registers (FC3) straight from the simulator. 0 or -1. */
+int h_modbus_read_holding(int port, int unit, int addr, int n, uint16_t *out);
 
 /* ---- ccgw ------------------------------------------------------------------ */
 

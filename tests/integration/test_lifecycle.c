@@ -7,7 +7,9 @@
  *  - a second run gets a new boot id; kill -9: the broker publishes the last
  *    will {"online":false,...} (retained, that run's boot) within ~10 s
  *    (keepalive 5 s; a killed process' socket is closed by the kernel, so the
- *    broker usually sees it at once).
+ *    broker usually sees it at once);
+ *  - a frozen ccgw (SIGSTOP, socket open): the will comes from the keepalive
+ *    (5 s, the broker waits 1.5 x) - after 4 s, within 10 s.
  */
 #include "harness.h"
 
@@ -125,11 +127,44 @@ static void kill9_last_will(void **state)
     h_mqtt_free(late);
 }
 
+/* A gateway that vanishes without its socket closing (a frozen process, a
+ * dead host): only the keepalive can tell. SIGSTOP ccgw (keepalive_s 5): the
+ * broker drops it after 1.5 x keepalive and publishes the will. */
+static void frozen_keepalive_will(void **state)
+{
+    h_gw_opts o = W.opts;
+    o.keepalive_s = 5;
+    char path[PATH_MAX];
+    H_ASSERT(h_gw_write_config(W.env, "ccgw-frozen.yaml", &o, path, sizeof path) == 0, "config");
+    size_t mark = h_mqtt_mark(W.sub);
+    int64_t t_start = h_now_ms();
+    W.gw = h_gw_start(W.env, path);
+    H_ASSERT(W.gw != NULL, "start ccgw");
+    const h_msg *on = H_EXPECT(W.sub, mark, T_STATUS, "{\"online\":true}", h_left_ms(t_start, 5000));
+    char boot3[17];
+    snprintf(boot3, sizeof boot3, "%s", h_json_str(on->json, "boot") ? h_json_str(on->json, "boot") : "");
+    H_EXPECT(W.sub, mark, T_AC "/state", "{\"online\":true}", h_left_ms(t_start, 5000));
+
+    size_t mark2 = h_mqtt_mark(W.sub);
+    int64_t t_stop = h_now_ms();
+    h_proc_signal(W.gw, SIGSTOP);
+    const h_msg *will = H_EXPECT(W.sub, mark2, T_STATUS, "{\"online\":false}", h_scaled(10000));
+    int64_t took = will->t_ms - t_stop;
+    h_log("last will %lld ms after SIGSTOP (keepalive 5 s): %s", (long long)took, will->payload);
+    h_proc_signal(W.gw, SIGKILL);
+    h_proc_wait(W.gw, h_scaled(2000), NULL);
+    H_ASSERT(took >= 4000, "the will came %lld ms after the freeze: before the keepalive (5 s) could expire", (long long)took);
+    H_ASSERT(h_json_str_is(will->json, "boot", boot3) && h_json_str_is(will->json, "reason", "connection lost"),
+             "will: %s", will->payload);
+    H_ASSERT(will->retain, "retained: %s", will->payload);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(sigterm_graceful),
         cmocka_unit_test(kill9_last_will),
+        cmocka_unit_test(frozen_keepalive_will),
     };
     int failed = cmocka_run_group_tests_name("integration.lifecycle", tests, group_setup, group_teardown);
     return h_finish(failed);

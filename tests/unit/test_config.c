@@ -122,7 +122,7 @@ typedef struct rctx {
 } rctx_t;
 
 static const ccgw_plugin_t *resolver(void *ctx, const ccgw_gateway_config_t *cfg, const char *name, char *why,
-                                     size_t whylen)
+                                     size_t whylen, bool *fatal)
 {
     rctx_t *r = ctx;
     if (r->calls < 8)

@@ -20,7 +20,7 @@
 static const ccgw_plugin_t *get(ccgw_loader_t *l, const char *name, char *why, size_t n)
 {
     why[0] = '\0';
-    return ccgw_loader_get(l, name, why, n);
+    return ccgw_loader_get(l, name, why, n, NULL);
 }
 
 static int setup(void **st)
@@ -113,6 +113,16 @@ static void test_wrong_name(void **st)
     expect_refused(*st, "wrong_name", parts);
 }
 
+static void test_exists_tells_refused_from_missing(void **st)
+{
+    char why[512];
+    bool exists = false;
+    assert_null(ccgw_loader_get(*st, "bad_abi_major", why, sizeof why, &exists));
+    assert_true(exists);
+    assert_null(ccgw_loader_get(*st, "nosuch", why, sizeof why, &exists));
+    assert_false(exists);
+}
+
 static void test_failing_ones_load(void **st)
 {
     /* they fail at run time, not at load: the runtime test covers them */
@@ -156,6 +166,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_missing_create, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wrong_name, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failing_ones_load, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_exists_tells_refused_from_missing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_not_found_and_bad_names, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list, setup, teardown),
     };
