@@ -1,13 +1,13 @@
 /* command - see command.h. */
 #include "command.h"
 
-#include <jansson.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "command_args.h"
 #include "config_schema.h"
 #include "config_tree.h"
 #include "device.h"
@@ -136,60 +136,6 @@ int ccgw_cmd_reply_error(ccgw_cmd_t *c, const char *code, const char *fmt, ...)
     return first ? CCGW_OK : CCGW_ESTATE;
 }
 
-/* ---- JSON arguments -> config nodes ---- */
-
-static struct ccgw_config *from_json(ccgw_config_doc_t *doc, json_t *j, int depth)
-{
-    if (depth > 16)
-        return NULL;
-    char buf[64];
-    struct ccgw_config *n = NULL;
-    switch (json_typeof(j)) {
-    case JSON_OBJECT: {
-        n = ccgw_config_node_new(doc, CCGW_NODE_MAP, NULL, 0, 0);
-        const char *k;
-        json_t *v;
-        json_object_foreach(j, k, v) {
-            struct ccgw_config *c = from_json(doc, v, depth + 1);
-            if (!n || !c || ccgw_config_map_add(n, k, c) != 0)
-                return NULL;
-        }
-        return n;
-    }
-    case JSON_ARRAY: {
-        n = ccgw_config_node_new(doc, CCGW_NODE_LIST, NULL, 0, 0);
-        size_t i;
-        json_t *v;
-        json_array_foreach(j, i, v) {
-            struct ccgw_config *c = from_json(doc, v, depth + 1);
-            if (!n || !c || ccgw_config_list_add(n, c) != 0)
-                return NULL;
-        }
-        return n;
-    }
-    case JSON_STRING:
-        n = ccgw_config_node_new(doc, CCGW_NODE_SCALAR, json_string_value(j), 0, 0);
-        return n;
-    case JSON_INTEGER:
-        snprintf(buf, sizeof buf, "%" JSON_INTEGER_FORMAT, json_integer_value(j));
-        break;
-    case JSON_REAL:
-        snprintf(buf, sizeof buf, "%.17g", json_real_value(j));
-        break;
-    case JSON_TRUE: snprintf(buf, sizeof buf, "true"); break;
-    case JSON_FALSE: snprintf(buf, sizeof buf, "false"); break;
-    case JSON_NULL:
-        n = ccgw_config_node_new(doc, CCGW_NODE_SCALAR, "", 0, 0);
-        if (n)
-            n->is_null = true;
-        return n;
-    }
-    n = ccgw_config_node_new(doc, CCGW_NODE_SCALAR, buf, 0, 0);
-    if (n)
-        n->plain = true;
-    return n;
-}
-
 /* ---- delivery on the instance thread ---- */
 
 static void on_timeout(ccgw_timer_t *t, void *arg)
@@ -229,7 +175,8 @@ static void deliver(void *arg)
 typedef struct route {
     ccgw_gateway_t *gw;
     const char *class_name, *device_id, *name;
-    json_t *args;
+    const char *payload;
+    size_t len;
     ccgw_reply_target_t *target;
     bool consumed; /* the target moved into a command */
 } route_t;
@@ -245,31 +192,10 @@ static int route_on_device(ccgw_device_t *dev, void *ctx)
         reply_now(r->gw, dev, NULL, NULL, r->name, CCGW_CMD_E_UNKNOWN_COMMAND, msg, NULL, 0, r->target);
         return CCGW_OK;
     }
-    ccgw_config_doc_t *doc = ccgw_config_doc_new("arguments", false);
-    struct ccgw_config *root = doc ? from_json(doc, r->args, 0) : NULL;
-    if (!root) {
-        ccgw_config_doc_free(doc);
-        reply_now(r->gw, dev, NULL, NULL, r->name, CCGW_CMD_E_BAD_ARGUMENTS,
-                  "arguments nested too deeply", NULL, 0, r->target);
-        return CCGW_OK;
-    }
-    doc->root = root;
-    if (spec->args) {
-        ccgw_schema_validate(root, spec->args, "arguments");
-    } else if (root->count > 0) {
-        ccgw_config_diag(doc, root, "command '%s' takes no arguments", r->name);
-    }
-    if (doc->n_diags > 0) {
-        char msg[1024] = "";
-        size_t off = 0;
-        for (size_t i = 0; i < doc->n_diags && off < sizeof msg - 1; i++) {
-            int w = snprintf(msg + off, sizeof msg - off, "%s%s", i ? "; " : "", doc->diags[i]);
-            if (w < 0)
-                break;
-            off += (size_t)w;
-        }
-        ccgw_config_doc_free(doc);
-        reply_now(r->gw, dev, NULL, NULL, r->name, CCGW_CMD_E_BAD_ARGUMENTS, msg, NULL, 0, r->target);
+    char err[1024];
+    ccgw_config_doc_t *doc = ccgw_command_parse_args(r->payload, r->len, spec, err, sizeof err);
+    if (!doc) {
+        reply_now(r->gw, dev, NULL, NULL, r->name, CCGW_CMD_E_BAD_ARGUMENTS, err, NULL, 0, r->target);
         return CCGW_OK;
     }
     struct ccgw_cmd *c = calloc(1, sizeof *c);
@@ -317,7 +243,6 @@ static int route_on_device(ccgw_device_t *dev, void *ctx)
 void ccgw_command_dispatch(ccgw_gateway_t *gw, const char *class_name, const char *device_id,
                            const char *name, const char *payload, size_t len, ccgw_reply_target_t target)
 {
-    json_t *args = NULL;
     const char *err_code = NULL;
     char err[300] = "";
     if (atomic_load(&gw->stopping)) {
@@ -326,40 +251,17 @@ void ccgw_command_dispatch(ccgw_gateway_t *gw, const char *class_name, const cha
     } else if (!ccgw_valid_name(name, false)) {
         err_code = CCGW_CMD_E_UNKNOWN_COMMAND;
         snprintf(err, sizeof err, "bad command name");
-    } else if (len > CCGW_CMD_MAX_PAYLOAD) {
-        err_code = CCGW_CMD_E_BAD_ARGUMENTS;
-        snprintf(err, sizeof err, "arguments larger than %d bytes", CCGW_CMD_MAX_PAYLOAD);
-    } else {
-        /* an empty payload (or only blanks) means no arguments */
-        size_t i = 0;
-        while (i < len && (payload[i] == ' ' || payload[i] == '\n' || payload[i] == '\r' || payload[i] == '\t'))
-            i++;
-        if (i == len) {
-            args = json_object();
-        } else {
-            json_error_t je;
-            args = json_loadb(payload, len, JSON_REJECT_DUPLICATES, &je);
-            if (!args) {
-                err_code = CCGW_CMD_E_BAD_ARGUMENTS;
-                snprintf(err, sizeof err, "arguments are not valid JSON: %s (column %d)", je.text, je.column);
-            } else if (!json_is_object(args)) {
-                err_code = CCGW_CMD_E_BAD_ARGUMENTS;
-                snprintf(err, sizeof err, "arguments must be a JSON object");
-            }
-        }
-    }
-    if (!err_code && (!ccgw_valid_class(class_name) || !ccgw_valid_name(device_id, false))) {
+    } else if (!ccgw_valid_class(class_name) || !ccgw_valid_name(device_id, false)) {
         err_code = CCGW_CMD_E_UNKNOWN_DEVICE;
         snprintf(err, sizeof err, "no device %s/%s", class_name, device_id);
     }
     if (err_code) {
         reply_now(gw, NULL, class_name, device_id, name, err_code, err, NULL, 0, &target);
         release_target(&target);
-        json_decref(args);
         return;
     }
     route_t r = {.gw = gw, .class_name = class_name, .device_id = device_id, .name = name,
-                 .args = args, .target = &target};
+                 .payload = payload, .len = len, .target = &target};
     int rc = ccgw_registry_with(gw->registry, class_name, device_id, route_on_device, &r);
     if (rc == CCGW_ENOTFOUND) {
         snprintf(err, sizeof err, "no device %s/%s", class_name, device_id);
@@ -367,7 +269,6 @@ void ccgw_command_dispatch(ccgw_gateway_t *gw, const char *class_name, const cha
     }
     if (!r.consumed)
         release_target(&target);
-    json_decref(args);
 }
 
 void ccgw_commands_teardown(ccgw_instance_t *inst)

@@ -24,8 +24,6 @@ typedef struct ccgw_reply_target {
     void *ctx;
 } ccgw_reply_target_t;
 
-#define CCGW_CMD_MAX_PAYLOAD (64 * 1024)
-
 /* Route class/device/name with a JSON arguments payload (len 0 = {}).
  * Always answers through target (now or later) and always releases it. */
 void ccgw_command_dispatch(struct ccgw_gateway *gw, const char *class_name, const char *device_id,

@@ -9,7 +9,8 @@
  *    (keepalive 5 s; a killed process' socket is closed by the kernel, so the
  *    broker usually sees it at once);
  *  - a frozen ccgw (SIGSTOP, socket open): the will comes from the keepalive
- *    (5 s, the broker waits 1.5 x) - after 4 s, within 10 s.
+ *    (5 s; the broker waits 1.5 x, checked coarsely: 7.5..11 s measured with
+ *    mosquitto 2.0.11) - after 4 s, within 15 s.
  */
 #include "harness.h"
 
@@ -148,7 +149,8 @@ static void frozen_keepalive_will(void **state)
     size_t mark2 = h_mqtt_mark(W.sub);
     int64_t t_stop = h_now_ms();
     h_proc_signal(W.gw, SIGSTOP);
-    const h_msg *will = H_EXPECT(W.sub, mark2, T_STATUS, "{\"online\":false}", h_scaled(10000));
+    /* mosquitto 2.0.11 checks keepalives coarsely: 1.5 x 5 s measured as 7.5..11 s */
+    const h_msg *will = H_EXPECT(W.sub, mark2, T_STATUS, "{\"online\":false}", h_scaled(15000));
     int64_t took = will->t_ms - t_stop;
     h_log("last will %lld ms after SIGSTOP (keepalive 5 s): %s", (long long)took, will->payload);
     h_proc_signal(W.gw, SIGKILL);
