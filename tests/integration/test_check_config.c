@@ -138,6 +138,17 @@ static int key_col(const char *line)
     return c + 1;
 }
 
+/* column (1-based) of the value of a "key: value" line */
+static int value_col(const char *line)
+{
+    const char *colon = strstr(line, ": ");
+    assert_non_null(colon);
+    int c = (int)(colon - line) + 2;
+    while (line[c] == ' ')
+        c++;
+    return c + 1;
+}
+
 /* ---- running ccgw ------------------------------------------------------------ */
 
 typedef struct run_result {
@@ -278,17 +289,18 @@ static void wrong_types(void **state)
     doc d;
     doc_base(&d);
     doc_replace(&d, "  port: 1883", "  port: lots");
-    expect_diag w1[] = {{doc_line(&d, "  port: lots", 1), 0, "port"}};
+    /* at the value */
+    expect_diag w1[] = {{doc_line(&d, "  port: lots", 1), value_col("  port: lots"), "port"}};
     check_bad("wrong-type-core.yaml", &d, w1, 1);
 
     doc_base(&d);
     doc_replace(&d, "          unit_id: 2", "          unit_id: two");
-    expect_diag w2[] = {{doc_line(&d, "          unit_id: two", 1), 0, "unit_id"}};
+    expect_diag w2[] = {{doc_line(&d, "          unit_id: two", 1), value_col("          unit_id: two"), "unit_id"}};
     check_bad("wrong-type-plugin.yaml", &d, w2, 1);
 
     doc_base(&d);
     doc_replace(&d, "          port: 1502", "          port: 70000");
-    expect_diag w3[] = {{doc_line(&d, "          port: 70000", 1), 0, "port"}};
+    expect_diag w3[] = {{doc_line(&d, "          port: 70000", 1), value_col("          port: 70000"), "port"}};
     check_bad("out-of-range-plugin.yaml", &d, w3, 1);
 }
 
@@ -323,8 +335,12 @@ static void duplicate_instance(void **state)
     doc_append(&d, "          port: 1503");
     doc_append(&d, "          points:");
     doc_append(&d, "            - {name: temperature, table: input, address: 0, type: int16}");
-    /* at the second one */
-    expect_diag w[] = {{doc_line(&d, "  - id: room", 2), 0, "room"}};
+    /* at the second one's value, naming the first */
+    char first[PATH_MAX + 32];
+    h_env_path(E, "duplicate-instance.yaml", first, sizeof first);
+    snprintf(first + strlen(first), sizeof first - strlen(first), ":%d:", doc_line(&d, "  - id: room", 1));
+    expect_diag w[] = {{doc_line(&d, "  - id: room", 2), value_col("  - id: room"), "room"},
+                       {doc_line(&d, "  - id: room", 2), value_col("  - id: room"), first}};
     check_bad("duplicate-instance.yaml", &d, w, 1);
 }
 
@@ -333,7 +349,7 @@ static void unknown_plugin(void **state)
     doc d;
     doc_base(&d);
     doc_replace(&d, "    plugin: modbus", "    plugin: nosuch");
-    expect_diag w[] = {{doc_line(&d, "    plugin: nosuch", 1), 0, "nosuch"}};
+    expect_diag w[] = {{doc_line(&d, "    plugin: nosuch", 1), value_col("    plugin: nosuch"), "nosuch"}};
     check_bad("unknown-plugin.yaml", &d, w, 1);
 }
 
@@ -346,7 +362,7 @@ static void every_error_reported(void **state)
     doc_insert_after(&d, "  id: gw1", "  site: again");
     expect_diag w[] = {
         {doc_line(&d, "  colour: blue", 1), 3, "colour"},
-        {doc_line(&d, "          unit_id: two", 1), 0, "unit_id"},
+        {doc_line(&d, "          unit_id: two", 1), value_col("          unit_id: two"), "unit_id"},
         {doc_line(&d, "  site: again", 1), 3, "site"},
     };
     check_bad("three-errors.yaml", &d, w, 3);
