@@ -452,40 +452,40 @@ static int publish_state_locked(ccgw_device_t *d)
     return retain_payload(d, CCGW_KIND_STATE, d->state_topic, &w);
 }
 
+static bool set_online_locked(ccgw_device_t *d, bool online, const char *reason);
+
 int ccgw_device_set_online(ccgw_device_t *d, bool online, const char *reason)
 {
     if (!d)
         return CCGW_EINVAL;
     pthread_mutex_lock(&d->lock);
-    bool same_reason = (!reason && !d->reason) || (reason && d->reason && !strcmp(reason, d->reason));
-    if (d->online == online && (online || same_reason)) {
-        pthread_mutex_unlock(&d->lock);
-        return CCGW_OK;
-    }
-    d->online = online;
-    free(d->reason);
-    d->reason = online ? NULL : dup_str(reason ? reason : "unreachable");
-    int rc = publish_state_locked(d);
+    int rc = set_online_locked(d, online, reason) ? publish_state_locked(d) : CCGW_OK;
     pthread_mutex_unlock(&d->lock);
     return rc;
 }
 
-int ccgw_device_update_state(ccgw_device_t *d, const ccgw_value_t *attrs, size_t n)
+/* Check attribute names: valid, not envelope keys. */
+static bool attrs_ok(ccgw_device_t *d, const ccgw_value_t *attrs, size_t n)
 {
-    if (!d || !values_ok(d, "state", attrs, n, 0))
-        return CCGW_EINVAL;
+    if (!values_ok(d, "state", attrs, n, 0))
+        return false;
     for (size_t i = 0; i < n; i++)
         for (int k = 0; reserved_attrs[k]; k++)
             if (strcmp(attrs[i].name, reserved_attrs[k]) == 0) {
                 ccgw_log_tagged(CCGW_LOG_ERROR, d->inst->tag, NULL, 0,
                                 "state for %s: '%s' is an envelope key, not an attribute", d->key,
                                 attrs[i].name);
-                return CCGW_EINVAL;
+                return false;
             }
+    return true;
+}
+
+/* Merge attributes; true when something changed. Called with d->lock held. */
+static bool merge_attrs_locked(ccgw_device_t *d, const ccgw_value_t *attrs, size_t n)
+{
     bool changed = false;
     ccgw_jw_t w;
     ccgw_jw_init(&w);
-    pthread_mutex_lock(&d->lock);
     for (size_t i = 0; i < n; i++) {
         ccgw_jw_reset(&w);
         ccgw_jw_value(&w, &attrs[i]);
@@ -524,6 +524,39 @@ int ccgw_device_update_state(ccgw_device_t *d, const ccgw_value_t *attrs, size_t
         changed = true;
     }
     ccgw_jw_free(&w);
+    return changed;
+}
+
+/* Set reachability; true when it changed. Called with d->lock held. */
+static bool set_online_locked(ccgw_device_t *d, bool online, const char *reason)
+{
+    bool same_reason = (!reason && !d->reason) || (reason && d->reason && !strcmp(reason, d->reason));
+    if (d->online == online && (online || same_reason))
+        return false;
+    d->online = online;
+    free(d->reason);
+    d->reason = online ? NULL : dup_str(reason ? reason : "unreachable");
+    return true;
+}
+
+int ccgw_device_update_state(ccgw_device_t *d, const ccgw_value_t *attrs, size_t n)
+{
+    if (!d || !attrs_ok(d, attrs, n))
+        return CCGW_EINVAL;
+    pthread_mutex_lock(&d->lock);
+    int rc = merge_attrs_locked(d, attrs, n) ? publish_state_locked(d) : CCGW_OK;
+    pthread_mutex_unlock(&d->lock);
+    return rc;
+}
+
+int ccgw_device_set_state(ccgw_device_t *d, bool online, const char *reason, const ccgw_value_t *attrs,
+                          size_t n)
+{
+    if (!d || !attrs_ok(d, attrs, n))
+        return CCGW_EINVAL;
+    pthread_mutex_lock(&d->lock);
+    bool changed = merge_attrs_locked(d, attrs, n);
+    changed = set_online_locked(d, online, reason) || changed;
     int rc = changed ? publish_state_locked(d) : CCGW_OK;
     pthread_mutex_unlock(&d->lock);
     return rc;

@@ -481,7 +481,7 @@ static void eval_alarm(mb_link_t *l, mb_device_t *d, mb_alarm_t *a, const char *
 }
 
 /* Decode every point whose block was read and publish in one call each. */
-static void publish_values(mb_link_t *l, mb_device_t *d)
+static void publish_values(mb_link_t *l, mb_device_t *d, bool poll_ok)
 {
     size_t nt = 0, ns = 0;
 
@@ -540,7 +540,9 @@ static void publish_values(mb_link_t *l, mb_device_t *d)
             break;
         }
     }
-    if (ns)
+    if (ns && poll_ok && d->status != MB_DEV_ONLINE)
+        ccgw_device_set_state(d->dev, true, NULL, d->state, ns); /* back: one publish with its attributes */
+    else if (ns)
         ccgw_device_update_state(d->dev, d->state, ns);
     if (nt)
         ccgw_device_telemetry(d->dev, d->tel, nt);
@@ -575,10 +577,10 @@ static void poll_device(mb_link_t *l, mb_device_t *d)
     }
     if (failed) {
         device_failure(l, d, reason);
-        publish_values(l, d);
+        publish_values(l, d, false);
     } else {
         /* values first, so that the first online state already carries them */
-        publish_values(l, d);
+        publish_values(l, d, true);
         device_success(l, d);
     }
 }

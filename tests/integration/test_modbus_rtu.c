@@ -18,7 +18,7 @@ static h_env *E;
 static h_broker *B;
 static h_mqtt *S;
 static h_proc *SOCAT, *SIM, *G;
-static char PTY_SIM[4096], PTY_GW[4096];
+static char PTY_SIM[1024], PTY_GW[1024];
 static int64_t T0;
 
 #define T_RAC H_PREFIX "/hq/hvac/rtu-ac1"
@@ -42,7 +42,7 @@ static int setup(void **state)
         return -1;
     h_env_path(E, "ttyS-sim", PTY_SIM, sizeof PTY_SIM);
     h_env_path(E, "ttyS-gw", PTY_GW, sizeof PTY_GW);
-    char a[4200], b[4200];
+    char a[1100], b[1100];
     snprintf(a, sizeof a, "pty,raw,echo=0,link=%s", PTY_SIM);
     snprintf(b, sizeof b, "pty,raw,echo=0,link=%s", PTY_GW);
     const char *socat[] = {"/usr/bin/socat", "-d", "-d", a, b, NULL};
@@ -56,7 +56,7 @@ static int setup(void **state)
     S = B ? h_mqtt_new(B->port, "watcher") : NULL;
     if (!S || h_mqtt_sub(S, H_PREFIX "/#", 1) != 0)
         return -1;
-    char yaml[4096], path[4096];
+    char yaml[16384], path[4096];
     snprintf(yaml, sizeof yaml,
              "gateway: {site: hq, id: gw1, plugin_dirs: [\"%s\"]}\n"
              "mqtt: {port: %d}\n"

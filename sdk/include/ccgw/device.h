@@ -55,6 +55,12 @@ int ccgw_device_set_online(ccgw_device_t *dev, bool online, const char *reason);
  * online, reason). */
 int ccgw_device_update_state(ccgw_device_t *dev, const ccgw_value_t *attrs, size_t n);
 
+/* Both at once, in one retained publish: reachability and attributes.
+ * Use it when a device comes back, so the first online state already
+ * carries its attributes. `reason` as for ccgw_device_set_online(). */
+int ccgw_device_set_state(ccgw_device_t *dev, bool online, const char *reason,
+                          const ccgw_value_t *attrs, size_t n);
+
 /* Measurements (not retained). Each value may carry a SenML unit. */
 int ccgw_device_telemetry(ccgw_device_t *dev, const ccgw_value_t *values, size_t n);
 
