@@ -242,7 +242,7 @@ int ccgw_bus_push(ccgw_bus_t *b, ccgw_msg_t *m)
         b->st.dropped_full[m->kind]++;
         uint64_t n = b->st.dropped_full[m->kind];
         pthread_mutex_unlock(&b->lock);
-        if (m->kind != CCGW_KIND_TELEMETRY && (n & (n - 1)) == 0) /* 1, 2, 4, 8 ... */
+        if ((n & (n - 1)) == 0) /* 1, 2, 4, 8 ...: visible, never a flood */
             CLOG_WARN("bus", "north queue full (%zu): dropped %s on %s (%llu so far)", b->limit,
                       ccgw_kind_name(m->kind), m->topic, (unsigned long long)n);
         ccgw_msg_free(m);
@@ -408,7 +408,10 @@ static void run_snapshot(ccgw_bus_t *b)
         pthread_mutex_unlock(&b->lock);
         if (!ok)
             return;
-        if (e->len > 0 || e->kind == CCGW_KIND_ALARM) {
+        pthread_mutex_lock(&b->cache_lock);
+        bool has = e->len > 0 || e->kind == CCGW_KIND_ALARM; /* an empty alarm is a clear to repeat */
+        pthread_mutex_unlock(&b->cache_lock);
+        if (has) {
             deliver_entry(b, e);
             n++;
         }

@@ -17,7 +17,9 @@
 
 #include <stdint.h>
 #include <stdlib.h>
+#include <errno.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "config_schema.h"
 
@@ -97,8 +99,8 @@ const ccgw_option_t ccgw_mqtt_options[] = {
     {.key = "password", .type = CCGW_OPT_STRING, .flags = CCGW_OPT_F_SECRET,
      .doc = "Password for the broker: use !env NAME or !file PATH."},
     {.key = "tls", .type = CCGW_OPT_OBJECT, .children = mqtt_tls_options, .doc = "TLS to the broker."},
-    {.key = "topic_prefix", .type = CCGW_OPT_STRING, .def = "ccgw/v1",
-     .doc = "First levels of every topic; no wildcards, no empty levels."},
+    {.key = "topic_prefix", .type = CCGW_OPT_STRING, .def = "ccgw/v1", .flags = CCGW_OPT_F_RANGE, .min = 1,
+     .max = 128, .doc = "First levels of every topic; no wildcards, no empty levels; at most 128 bytes."},
     {.key = "qos", .type = CCGW_OPT_OBJECT, .children = mqtt_qos_options, .doc = "QoS per kind of message."},
     {.key = "reconnect", .type = CCGW_OPT_OBJECT, .children = mqtt_reconnect_options,
      .doc = "Reconnect back-off."},
@@ -304,6 +306,15 @@ static void fill_mqtt(ccgw_gateway_config_t *cfg, struct ccgw_config *m, bool pr
     if (!cert != !key)
         ccgw_config_diag(doc, cert ? cert : key, "mqtt.tls: '%s' needs '%s' too", cert ? "cert_file" : "key_file",
                          cert ? "key_file" : "cert_file");
+    /* files that are not there fail here, not at the first connect */
+    const struct ccgw_config *files[] = {ca, cert, key};
+    const char *paths[] = {q->ca_file, q->cert_file, q->key_file};
+    for (int i = 0; i < 3; i++)
+        if (files[i] && paths[i] && access(paths[i], R_OK) != 0)
+            ccgw_config_diag(doc, files[i], "mqtt.tls: cannot read '%s': %s", paths[i], strerror(errno));
+    const struct ccgw_config *pw = ccgw_config_get(m, "password");
+    if (pw && !q->username)
+        ccgw_config_diag(doc, pw, "mqtt: 'password' needs 'username' (MQTT sends no password without a user name)");
 
     const struct ccgw_config *tp = good_scalar(m, "topic_prefix");
     if (tp && !valid_topic_prefix(tp->text))

@@ -161,7 +161,7 @@ int ccgw_gateway_start(ccgw_gateway_t *gw)
         else if (gw->instances[i]->run_state != CCGW_RUN_DISABLED)
             failed++;
     }
-    CLOG_INFO("gateway", "site %s gateway %s boot %s: %zu instances running, %zu failed, %zu devices",
+    CLOG_INFO("gateway", "site %s gateway %s boot %s: instances running %zu, failed %zu; devices %zu",
               gw->cfg->site, gw->cfg->gateway_id, gw->boot, running, failed,
               ccgw_registry_count(gw->registry));
     return CCGW_OK;
@@ -196,10 +196,19 @@ void ccgw_gateway_stop(ccgw_gateway_t *gw)
     for (size_t i = gw->n_instances; i-- > 0;)
         ccgw_instance_stop(gw->instances[i]);
     ccgw_gateway_publish_status(gw, false, "shutdown");
-    if (!ccgw_bus_flush(gw->bus, FLUSH_TIMEOUT_MS)) {
+    /* wait for the broker's acknowledgements; not for a broker never reached */
+    int flush_ms = FLUSH_TIMEOUT_MS;
+    if (gw->mqtt) {
+        ccgw_mqtt_stats_t ms;
+        ccgw_mqtt_get_stats(gw->mqtt, &ms);
+        if (ms.connects == 0)
+            flush_ms = 0;
+    }
+    if (!ccgw_bus_flush(gw->bus, flush_ms)) {
         ccgw_bus_stats_t st;
         ccgw_bus_get_stats(gw->bus, &st);
-        CLOG_WARN("gateway", "stopping with %zu messages not delivered after %d ms", st.depth, FLUSH_TIMEOUT_MS);
+        CLOG_WARN("gateway", "stopping with %zu messages not delivered after %d ms%s", st.depth, flush_ms,
+                  flush_ms ? "" : " (the broker was never reached)");
     }
     if (gw->mqtt)
         ccgw_mqtt_stop(gw->mqtt);

@@ -114,6 +114,10 @@ static void set_run_state(ccgw_instance_t *inst, ccgw_run_state_t s, const char 
         free(inst->reason);
         inst->reason = strdup(reason);
     }
+    if (s == CCGW_RUN_STOPPED || s == CCGW_RUN_STARTING)
+        inst->health = CCGW_HEALTH_OK; /* the plugin's last word does not outlive it */
+    if (s == CCGW_RUN_FAILED)
+        inst->health = CCGW_HEALTH_FAILED;
     if (s == CCGW_RUN_RUNNING || s == CCGW_RUN_FAILED) {
         inst->start_done = true;
         pthread_cond_broadcast(&inst->cond);
@@ -133,9 +137,9 @@ static void *instance_main(void *arg)
         snprintf(why, sizeof why, "create failed: %s (%d)", ccgw_strerror(rc), rc);
         ccgw_log_tagged(CCGW_LOG_ERROR, inst->tag, NULL, 0, "%s; the other instances keep running", why);
         ccgw_devices_set_all_offline(inst, "instance failed");
-        set_run_state(inst, CCGW_RUN_FAILED, why);
         ccgw_loop_close_posts(inst->loop);
         ccgw_devices_remove_all(inst);
+        set_run_state(inst, CCGW_RUN_FAILED, why);
         return NULL;
     }
     rc = p->start(inst->state);
@@ -143,7 +147,6 @@ static void *instance_main(void *arg)
         snprintf(why, sizeof why, "start failed: %s (%d)", ccgw_strerror(rc), rc);
         ccgw_log_tagged(CCGW_LOG_ERROR, inst->tag, NULL, 0, "%s; the other instances keep running", why);
         ccgw_devices_set_all_offline(inst, "instance failed");
-        set_run_state(inst, CCGW_RUN_FAILED, why);
         ccgw_loop_run_posts(inst->loop);
         ccgw_loop_close_posts(inst->loop);
         ccgw_commands_teardown(inst);
@@ -151,6 +154,7 @@ static void *instance_main(void *arg)
         inst->state = NULL;
         ccgw_commands_teardown(inst);
         ccgw_devices_remove_all(inst);
+        set_run_state(inst, CCGW_RUN_FAILED, why);
         return NULL;
     }
     ccgw_log_tagged(CCGW_LOG_INFO, inst->tag, NULL, 0, "running (%s %s, %zu devices)", p->name,
@@ -168,8 +172,8 @@ static void *instance_main(void *arg)
     p->destroy(inst->state);
     inst->state = NULL;
     ccgw_commands_teardown(inst); /* replies the plugin never made */
-    set_run_state(inst, CCGW_RUN_STOPPED, "stopped");
     ccgw_devices_remove_all(inst);
+    set_run_state(inst, CCGW_RUN_STOPPED, "stopped");
     return NULL;
 }
 

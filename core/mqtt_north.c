@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "ccgw/types.h"
 #include "command.h"
@@ -265,7 +266,23 @@ ccgw_mqtt_t *ccgw_mqtt_new(ccgw_gateway_t *gw)
     if (c->username)
         rc = mosquitto_username_pw_set(m->mosq, c->username, c->password);
     if (rc == MOSQ_ERR_SUCCESS && c->tls) {
-        rc = mosquitto_tls_set(m->mosq, c->ca_file, NULL, c->cert_file, c->key_file, NULL);
+        /* --check-config checked these; say which one if it vanished since */
+        const char *const files[][2] = {{"ca_file", c->ca_file}, {"cert_file", c->cert_file},
+                                        {"key_file", c->key_file}};
+        for (size_t i = 0; i < 3; i++) {
+            if (files[i][1] && access(files[i][1], R_OK) != 0) {
+                CLOG_ERROR(TAG, "mqtt.tls.%s '%s': %s", files[i][0], files[i][1], strerror(errno));
+                rc = MOSQ_ERR_INVAL;
+            }
+        }
+        /* tls without ca_file: trust the system's CA store (a broker with a public certificate) */
+        const char *capath = NULL;
+        if (rc == MOSQ_ERR_SUCCESS && !c->ca_file) {
+            mosquitto_int_option(m->mosq, MOSQ_OPT_TLS_USE_OS_CERTS, 1);
+            capath = "/etc/ssl/certs";
+        }
+        if (rc == MOSQ_ERR_SUCCESS)
+            rc = mosquitto_tls_set(m->mosq, c->ca_file, capath, c->cert_file, c->key_file, NULL);
         if (rc == MOSQ_ERR_SUCCESS && c->tls_insecure)
             rc = mosquitto_tls_insecure_set(m->mosq, true);
     }

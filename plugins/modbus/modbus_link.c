@@ -345,7 +345,7 @@ static void device_success(mb_link_t *l, mb_device_t *d)
         LOG_WARN(l, "%s: back online after %u failed polls (%llu errors in total)", d->id, streak,
                  (unsigned long long)d->n_errors);
     else if (old == MB_DEV_UNKNOWN)
-        LOG_INFO(l, "%s: online (unit %d via %s)", d->id, d->unit_id, l->name);
+        LOG_INFO(l, "%s: online (%s)", d->id, l->name);
 }
 
 static void device_failure(mb_link_t *l, mb_device_t *d, const char *reason)

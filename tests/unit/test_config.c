@@ -618,7 +618,8 @@ static void test_env_secrets(void **state)
     ccgw_gateway_config_t *cfg = load(GW_HEAD
                                       "mqtt:\n"                            /* 4 */
                                       "  password: !env CCGW_TEST_PW\n"    /* 5 */
-                                      "  port: !env CCGW_TEST_PORT\n");    /* 6 */
+                                      "  port: !env CCGW_TEST_PORT\n"      /* 6 */
+                                      "  username: u\n");                  /* 7 */
     assert_ndiags(cfg, 0);
     assert_string_equal(cfg->mqtt.password, "hunter2");
     assert_int_equal(cfg->mqtt.port, 1884); /* !env counts as plain */
@@ -667,16 +668,20 @@ static void test_file_secrets_and_relative_paths(void **state)
     assert_int_equal(mkdir(sub, 0700), 0);
     write_file("secrets/pw.txt", "s3cr3t\n");
     write_file("token.txt", "tok\r\n");
+    snprintf(sub, sizeof sub, "%s/certs", tmpdir);
+    assert_int_equal(mkdir(sub, 0700), 0);
+    write_file("certs/ca.pem", "-----BEGIN CERTIFICATE-----\n"); /* only readability is checked */
     write_file("gw.yaml", GW_HEAD
                           "  plugin_dirs: [plugins, ./more, /abs/dir]\n" /* 4 */
                           "  data_dir: data\n"                           /* 5 */
                           "mqtt:\n"                                      /* 6 */
                           "  password: !file secrets/pw.txt\n"           /* 7 */
                           "  tls: {ca_file: certs/ca.pem}\n"             /* 8 */
-                          "instances:\n"                                 /* 9 */
-                          "  - id: a\n"                                  /* 10 */
-                          "    plugin: testplug\n"                       /* 11 */
-                          "    options: {host: h, token: !file token.txt}\n"); /* 12 */
+                          "  username: u\n"                              /* 9 */
+                          "instances:\n"                                 /* 10 */
+                          "  - id: a\n"                                  /* 11 */
+                          "    plugin: testplug\n"                       /* 12 */
+                          "    options: {host: h, token: !file token.txt}\n"); /* 13 */
     char path[PATH_MAX + 64], want[PATH_MAX + 64];
     snprintf(path, sizeof path, "%s/gw.yaml", tmpdir);
     memset(&rc, 0, sizeof rc);
@@ -717,7 +722,10 @@ static void test_file_secrets_and_relative_paths(void **state)
     assert_diag(cfg, prefix);
     snprintf(prefix, sizeof prefix, "%s:7:20: mqtt.tls: 'cert_file' needs 'key_file' too", path);
     assert_diag(cfg, prefix);
-    assert_ndiags(cfg, 3);
+    snprintf(prefix, sizeof prefix, "%s:7:20: mqtt.tls: cannot read '%s/c.pem': No such file or directory", path,
+             tmpdir);
+    assert_diag(cfg, prefix);
+    assert_ndiags(cfg, 4);
     ccgw_gateway_config_free(cfg);
 
     snprintf(path, sizeof path, "%s/absent.yaml", tmpdir);
@@ -735,6 +743,19 @@ static void test_file_secrets_and_relative_paths(void **state)
     rmdir(sub);
     rmdir(tmpdir);
     free(real);
+}
+
+static void test_password_needs_username(void **state)
+{
+    (void)state;
+    setenv("CCGW_TEST_PW2", "x", 1);
+    ccgw_gateway_config_t *cfg = load(GW_HEAD
+                                      "mqtt:\n"                         /* 4 */
+                                      "  password: !env CCGW_TEST_PW2\n"); /* 5 */
+    assert_diag(cfg, "t.yaml:5:13: mqtt: 'password' needs 'username'");
+    assert_ndiags(cfg, 1);
+    ccgw_gateway_config_free(cfg);
+    unsetenv("CCGW_TEST_PW2");
 }
 
 static void test_full_config_fills_every_field(void **state)
@@ -759,9 +780,9 @@ static void test_full_config_fills_every_field(void **state)
                                       "  password: !env CCGW_TEST_MQTT_PW\n"
                                       "  tls:\n"
                                       "    enabled: true\n"
-                                      "    ca_file: /etc/ca.pem\n"
-                                      "    cert_file: /etc/c.pem\n"
-                                      "    key_file: /etc/k.pem\n"
+                                      "    ca_file: /dev/null\n" /* must be readable: --check-config checks */
+                                      "    cert_file: /dev/zero\n"
+                                      "    key_file: /dev/full\n"
                                       "    insecure: on\n"
                                       "  topic_prefix: acme/v2\n"
                                       "  qos: {state: 2, telemetry: 1, event: 0, alarm: 2, reply: 0}\n"
@@ -802,9 +823,9 @@ static void test_full_config_fills_every_field(void **state)
     assert_string_equal(q->username, "gw");
     assert_string_equal(q->password, "pw!");
     assert_true(q->tls);
-    assert_string_equal(q->ca_file, "/etc/ca.pem");
-    assert_string_equal(q->cert_file, "/etc/c.pem");
-    assert_string_equal(q->key_file, "/etc/k.pem");
+    assert_string_equal(q->ca_file, "/dev/null");
+    assert_string_equal(q->cert_file, "/dev/zero");
+    assert_string_equal(q->key_file, "/dev/full");
     assert_true(q->tls_insecure);
     assert_string_equal(q->topic_prefix, "acme/v2");
     assert_int_equal(q->qos_state, 2);
@@ -1100,6 +1121,7 @@ int main(void)
         cmocka_unit_test(test_anchors_tags_depth),
         cmocka_unit_test(test_env_secrets),
         cmocka_unit_test(test_file_secrets_and_relative_paths),
+        cmocka_unit_test(test_password_needs_username),
         cmocka_unit_test(test_full_config_fills_every_field),
         cmocka_unit_test(test_mqtt_cross_checks),
         cmocka_unit_test(test_plugin_check_called_with_position),

@@ -8,7 +8,7 @@
 CCGW_PKGS_BUILD=(build-essential cmake pkg-config libyaml-dev libmosquitto-dev libjansson-dev
                  libmodbus-dev libssl-dev)
 CCGW_PKGS_RUN=(mosquitto mosquitto-clients)
-CCGW_PKGS_TEST=(libcmocka-dev clang libclang-rt-14-dev mbpoll socat python3 python3-pymodbus
+CCGW_PKGS_TEST=(libcmocka-dev clang openssl libclang-rt-14-dev mbpoll socat python3 python3-pymodbus
                 python3-serial procps valgrind)
 
 ccgw_install_deps() {
