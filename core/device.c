@@ -268,6 +268,19 @@ static void write_members(ccgw_jw_t *w, const ccgw_value_t *v, size_t n)
     }
 }
 
+/* Free the device's strings and the device itself. */
+static void device_free_names(ccgw_device_t *d)
+{
+    free(d->class_name);
+    free(d->id);
+    free(d->key);
+    free(d->topic_base);
+    free(d->state_topic);
+    free(d->env);
+    free(d->reason);
+    free(d);
+}
+
 /* ---- SDK: devices ---- */
 
 ccgw_device_t *ccgw_device_add(ccgw_instance_t *inst, const char *class_name, const char *device_id,
@@ -376,14 +389,7 @@ ccgw_device_t *ccgw_device_add(ccgw_instance_t *inst, const char *class_name, co
 fail:
     ccgw_log_tagged(CCGW_LOG_ERROR, inst->tag, NULL, 0, "device %s/%s not added",
                     class_name, device_id);
-    free(d->class_name);
-    free(d->id);
-    free(d->key);
-    free(d->topic_base);
-    free(d->state_topic);
-    free(d->env);
-    free(d->reason);
-    free(d);
+    device_free_names(d);
     return NULL;
 }
 
@@ -771,14 +777,7 @@ static void device_free(ccgw_device_t *d)
     }
     free(d->alarms);
     pthread_mutex_destroy(&d->lock);
-    free(d->class_name);
-    free(d->id);
-    free(d->key);
-    free(d->topic_base);
-    free(d->state_topic);
-    free(d->env);
-    free(d->reason);
-    free(d);
+    device_free_names(d);
 }
 
 void ccgw_devices_remove_all(ccgw_instance_t *inst)

@@ -166,7 +166,7 @@ int main(int argc, char **argv)
                              "\"device\":\"raw-%ld\",\"instance\":\"raw\",\"boot\":\"0000000000000000\","
                              "\"seq\":%" PRIu64 ",\"values\":{\"t_ns\":%" PRIu64 ",\"pad\":\"",
                              dev + 1, seq[dev], bench_now_ns(clk));
-            long padn = payload_bytes - n - 17; /* "},"units":{}} */
+            long padn = payload_bytes - n - 14; /* "},"units":{}} */
             if (padn < 0)
                 padn = 0;
             n += snprintf(buf + n, cap - (size_t)n, "%.*s\"},\"units\":{}}", (int)padn, pad);
