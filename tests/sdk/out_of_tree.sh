@@ -287,6 +287,55 @@ write_config "$CONF/bad_check.yaml" <<'EOF'
 EOF
 expect_error bad_check "- id: room1.t1" "the plugin's check() (duplicate device id)"
 
+# ----------------------------------------------------------- run it for real
+# The installed daemon runs the out-of-tree plugin against a real mosquitto:
+# telemetry arrives, and its command answers.
+if command -v mosquitto_sub >/dev/null && [ -x /usr/sbin/mosquitto ]; then
+    port=""
+    for _ in $(seq 1 100); do
+        p=$((20000 + RANDOM % 30000))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then port=$p; break; fi
+    done
+    printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\n' "$port" > "$TMP/mosq.conf"
+    /usr/sbin/mosquitto -c "$TMP/mosq.conf" 2> "$TMP/mosq.log" &
+    mpid=$!
+    for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+    cat > "$CONF/run.yaml" <<YAML
+gateway:
+  site: sdk-test
+  id: gw1
+  plugin_dirs:
+    - $DIR_CMAKE
+mqtt:
+  port: $port
+instances:
+  - id: ex1
+    plugin: example
+    options:
+      devices:
+        - {id: room1.t1, interval_ms: 100}
+YAML
+    timeout 10 mosquitto_sub -h 127.0.0.1 -p "$port" -t 'ccgw/v1/sdk-test/env/room1.t1/#' -v > "$TMP/sub.log" 2>&1 &
+    spid=$!
+    sleep 0.3
+    "$CCGW" --config "$CONF/run.yaml" 2> "$TMP/run.log" &
+    gpid=$!
+    got=0
+    for _ in $(seq 1 50); do grep -q 'room1.t1/telemetry .*"temperature"' "$TMP/sub.log" && { got=1; break; }; sleep 0.1; done
+    if [ $got = 1 ]; then pass "the installed daemon runs the out-of-tree plugin: telemetry on MQTT"
+    else fail "no telemetry from the out-of-tree plugin"; sed 's/^/#   /' "$TMP/run.log" >&2; fi
+    mosquitto_pub -h 127.0.0.1 -p "$port" -t ccgw/v1/sdk-test/env/room1.t1/cmd/example.set_offset -m '{"offset":2.5}'
+    got=0
+    for _ in $(seq 1 50); do grep -q 'cmd/example.set_offset/reply .*"ok":true' "$TMP/sub.log" && { got=1; break; }; sleep 0.1; done
+    if [ $got = 1 ]; then pass "its command example.set_offset is answered ok"
+    else fail "no ok reply to example.set_offset"; sed 's/^/#   /' "$TMP/sub.log" >&2; fi
+    kill -TERM "$gpid" 2>/dev/null; grc=0; wait "$gpid" || grc=$?
+    if [ $grc -eq 0 ]; then pass "SIGTERM: the daemon exits 0"; else fail "daemon exit $grc after SIGTERM"; fi
+    kill "$spid" "$mpid" 2>/dev/null; wait "$spid" "$mpid" 2>/dev/null || true
+else
+    fail "mosquitto and mosquitto-clients are needed to run the plugin for real"
+fi
+
 # --------------------------------------------------------------------- done
 if [ "$failures" -ne 0 ]; then
     echo "# $failures check(s) failed" >&2
