@@ -30,7 +30,7 @@
 #include "nut_proto.h"
 
 #define NUT_QUEUE_LEN 8     /* pending instant commands per server; more -> `busy` */
-#define NUT_REASON_LEN 160
+#define NUT_REASON_LEN 512
 #define NUT_VALUE_LEN 256   /* longest variable value kept */
 #define NUT_CMD_LEN 64
 

@@ -112,6 +112,7 @@ static const struct {
     {"DISCHRG", NUT_F_DISCHRG}, {"BYPASS", NUT_F_BYPASS}, {"CAL", NUT_F_CAL},
     {"OFF", NUT_F_OFF},         {"OVER", NUT_F_OVER},     {"TRIM", NUT_F_TRIM},
     {"BOOST", NUT_F_BOOST},     {"FSD", NUT_F_FSD},       {"ALARM", NUT_F_ALARM},
+    {"WAIT", NUT_F_WAIT},
 };
 
 unsigned nut_status_flags(const char *status)
@@ -140,6 +141,13 @@ unsigned nut_status_flags(const char *status)
         flags |= f;
     }
     return flags;
+}
+
+bool nut_status_pending(unsigned flags)
+{
+    if (!flags)
+        return true;
+    return (flags & NUT_F_WAIT) && !(flags & (NUT_F_OL | NUT_F_OB | NUT_F_OFF));
 }
 
 const char *nut_status_name(unsigned flags)

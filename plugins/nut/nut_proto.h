@@ -49,11 +49,16 @@ enum {
     NUT_F_BOOST = 1u << 12,  /* boosting voltage */
     NUT_F_FSD = 1u << 13,    /* forced shutdown */
     NUT_F_ALARM = 1u << 14,  /* see ups.alarm */
-    NUT_F_OTHER = 1u << 15   /* a flag this table does not know */
+    NUT_F_WAIT = 1u << 15,   /* the driver has no data yet (NUT 2.8, e.g. dummy-ups at start) */
+    NUT_F_OTHER = 1u << 16   /* a flag this table does not know */
 };
 
 /* The flags of a ups.status value such as "OB DISCHRG LB". */
 unsigned nut_status_flags(const char *status);
+
+/* True when the UPS has said nothing yet: no flag, or WAIT without any of
+ * OL, OB, OFF (the device stays offline until it has). */
+bool nut_status_pending(unsigned flags);
 
 /* The normalised `status` state attribute: the most severe of
  * off > low_battery > on_battery > bypass > on_line, or "unknown" when

@@ -113,6 +113,19 @@ static void srv_close(nut_server_t *s)
     s->rlen = 0;
 }
 
+/* A connect to a closed local port in the ephemeral range can end up
+ * connected to itself (TCP simultaneous open): we would read our own
+ * requests back. Such a socket counts as "connection refused". */
+static bool self_connected(int fd)
+{
+    struct sockaddr_storage a, b;
+    socklen_t la = sizeof a, lb = sizeof b;
+    if (getsockname(fd, (struct sockaddr *)&a, &la) != 0 ||
+        getpeername(fd, (struct sockaddr *)&b, &lb) != 0)
+        return false;
+    return la == lb && memcmp(&a, &b, la) == 0;
+}
+
 /* Connects to upsd; IO_OK, or a failure with the reason in `why`. */
 static int srv_connect(nut_server_t *s, char *why, size_t whylen)
 {
@@ -157,6 +170,12 @@ static int srv_connect(nut_server_t *s, char *why, size_t whylen)
                     break;
                 continue;
             }
+        }
+        if (self_connected(fd)) {
+            close(fd);
+            err = ECONNREFUSED;
+            rc = IO_ERR;
+            continue;
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -302,9 +321,10 @@ void nut_health_update(nut_t *nut)
     bool changed = h != nut->health || strcmp(reason, nut->health_reason) != 0;
     nut->health = h;
     snprintf(nut->health_reason, sizeof nut->health_reason, "%s", reason);
-    pthread_mutex_unlock(&nut->lock);
+    /* published under the lock, so two workers cannot publish out of order */
     if (changed)
         ccgw_instance_health(nut->inst, h, reason[0] ? reason : NULL);
+    pthread_mutex_unlock(&nut->lock);
 }
 
 static void set_auth_problem(nut_server_t *s, const char *text)
@@ -464,6 +484,10 @@ static int srv_login(nut_server_t *s, char *why, size_t whylen)
             const char *t = nut_err_text(code);
             snprintf(why, whylen, "upsd %s refused %s for user '%s': %s%s%s", s->name, what[i],
                      s->username, code, t ? ": " : "", t ? t : "");
+            return IO_PROTO;
+        }
+        if (strcmp(ans, "OK") != 0) {
+            snprintf(why, whylen, "upsd %s: unexpected answer to %s", s->name, what[i]);
             return IO_PROTO;
         }
     }
@@ -637,6 +661,12 @@ static int poll_all(nut_server_t *s)
             else
                 snprintf(why, sizeof why, "upsd: %s (ERR %s)", t ? t : "error", code);
             ups_offline(u, why);
+            continue;
+        }
+        if (!u->status_have || nut_status_pending(nut_status_flags(u->status_raw))) {
+            /* a (re)started driver that has no data yet (no ups.status, or
+             * "WAIT"): not online until the UPS says what it is */
+            ups_offline(u, "upsd: the driver has no UPS data yet (waiting for ups.status)");
             continue;
         }
         ups_publish(u);

@@ -245,6 +245,10 @@ static void online_on_line_with_units(void **state)
     H_ASSERT(h_json_str(m->json, "flags") && strstr(h_json_str(m->json, "flags"), "OL"), "%s",
              m->payload);
     MARK_ONLINE = m->index;
+    /* never online without a status, not even at the start */
+    const h_msg *first = H_EXPECT(S, 0, T_UPS "/state", "{\"online\":true}", h_scaled(1000));
+    H_ASSERT(h_json_str(first->json, "status") && !h_json_str_is(first->json, "status", "unknown"),
+             "first online state carries the status: %s", first->payload);
     const h_msg *t = H_EXPECT(S, MARK_ONLINE, T_UPS "/telemetry", "{}", h_scaled(3000));
     json_t *v = json_object_get(t->json, "values"), *u = json_object_get(t->json, "units");
     double d;
@@ -324,12 +328,14 @@ static void power_restored(void **state)
                                     "empty retained low_battery", h_scaled(3000));
     H_ASSERT(x1->retain && x2->retain, "empty payloads retained");
     H_ASSERT(c1->index < x1->index && c2->index < x2->index, "alarm.cleared before the empty payload");
-    H_EXPECT(S, MARK_RESTORED, T_UPS "/state", "{\"online\":true,\"status\":\"on_line\"}",
+    /* the state changes in the same poll, just before the event */
+    H_EXPECT(S, MARK_LOST, T_UPS "/state", "{\"online\":true,\"status\":\"on_line\"}",
              h_scaled(3000));
 
-    /* exactly the expected events and alarms, in order, for one cycle */
+    /* exactly the expected events and alarms, in order, for one cycle (from
+     * the power.lost; a power.restored of an earlier cycle may precede it) */
     const h_msg *all[64];
-    size_t n = h_mqtt_collect(S, MARK_ONLINE, T_UPS "/#", NULL, NULL, all, 64);
+    size_t n = h_mqtt_collect(S, MARK_LOST, T_UPS "/#", NULL, NULL, all, 64);
     int step = 0, n_lost = 0, n_restored = 0;
     for (size_t i = 0; i < n && i < 64 && all[i]->index <= x2->index; i++) {
         const char *t = all[i]->topic;
@@ -423,8 +429,9 @@ static bool offline_upsd(const h_msg *m, const void *ud)
 static bool online_with_status(const h_msg *m, const void *ud)
 {
     (void)ud;
-    return m->json && json_is_true(json_object_get(m->json, "online")) &&
-           h_json_str(m->json, "status") && h_json_str(m->json, "flags");
+    const char *st = m->json ? h_json_str(m->json, "status") : NULL;
+    return m->json && json_is_true(json_object_get(m->json, "online")) && st &&
+           strcmp(st, "unknown") != 0 && h_json_str(m->json, "flags");
 }
 
 static void driver_and_upsd_lost(void **state)
@@ -457,6 +464,11 @@ static void driver_and_upsd_lost(void **state)
 
 int main(void)
 {
+    if (access(DUMMY_UPS_BIN, X_OK) != 0 || access(UPSD_BIN, X_OK) != 0) {
+        fprintf(stderr, "nut: skipped: %s or %s missing (apt-get install nut-server)\n",
+                DUMMY_UPS_BIN, UPSD_BIN);
+        return 77;
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(online_on_line_with_units),
         cmocka_unit_test(power_lost),

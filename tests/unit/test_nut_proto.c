@@ -120,7 +120,8 @@ static void test_status_flags(void **state)
     /* prefixes and unknown words are not flags we know */
     assert_int_equal(nut_status_flags("OLX"), NUT_F_OTHER);
     assert_int_equal(nut_status_flags("O"), NUT_F_OTHER);
-    assert_int_equal(nut_status_flags("WAIT OL"), NUT_F_OTHER | NUT_F_OL);
+    assert_int_equal(nut_status_flags("WAIT OL"), NUT_F_WAIT | NUT_F_OL);
+    assert_int_equal(nut_status_flags("XYZ OL"), NUT_F_OTHER | NUT_F_OL);
     assert_int_equal(nut_status_flags(""), 0);
     assert_int_equal(nut_status_flags(NULL), 0);
 }
@@ -140,6 +141,20 @@ static void test_status_name(void **state)
     assert_string_equal(nut_status_name(nut_status_flags("OL RB OVER")), "on_line");
     assert_string_equal(nut_status_name(nut_status_flags("")), "unknown");
     assert_string_equal(nut_status_name(nut_status_flags("WAIT")), "unknown");
+}
+
+static void test_status_pending(void **state)
+{
+    (void)state;
+    assert_true(nut_status_pending(nut_status_flags("")));
+    assert_true(nut_status_pending(nut_status_flags("WAIT")));
+    assert_true(nut_status_pending(nut_status_flags("WAIT CHRG")));
+    assert_false(nut_status_pending(nut_status_flags("WAIT OL")));
+    assert_false(nut_status_pending(nut_status_flags("OL")));
+    assert_false(nut_status_pending(nut_status_flags("OB LB")));
+    assert_false(nut_status_pending(nut_status_flags("OFF")));
+    /* unknown flags alone: the UPS did answer; status "unknown" */
+    assert_false(nut_status_pending(nut_status_flags("XYZ")));
 }
 
 static int alarm_index(const char *code)
@@ -288,7 +303,8 @@ int main(void)
         cmocka_unit_test(test_split_plain),  cmocka_unit_test(test_split_escapes),
         cmocka_unit_test(test_split_malformed), cmocka_unit_test(test_quote),
         cmocka_unit_test(test_names),        cmocka_unit_test(test_status_flags),
-        cmocka_unit_test(test_status_name),  cmocka_unit_test(test_alarms),
+        cmocka_unit_test(test_status_name),  cmocka_unit_test(test_status_pending),
+        cmocka_unit_test(test_alarms),
         cmocka_unit_test(test_power_events), cmocka_unit_test(test_vars),
         cmocka_unit_test(test_numbers),      cmocka_unit_test(test_errors),
     };

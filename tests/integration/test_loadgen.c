@@ -1,0 +1,218 @@
+/*
+ * loadgen: the load generator plugin through the real daemon and broker.
+ *  - --describe-plugin lists its options; --check-config rejects a bad
+ *    id_prefix and an all-zero kind mix with FILE:LINE:COL errors;
+ *  - 5 devices, 200 msg/s for 1 s, telemetry and events half and half,
+ *    payload_bytes 400: every device goes online, every message carries
+ *    t_ns (and a pad), per-device seq has no gap, the count at the broker is
+ *    what loadgen reports in its health reason ("finished: emitted N"), and
+ *    the payload size is about what was asked.
+ * No timing is asserted beyond generous timeouts.
+ */
+#include "harness.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#define N_DEV 5
+
+static h_env *E;
+static h_broker *BR;
+
+static int group_setup(void **state)
+{
+    (void)state;
+    E = h_env_new("loadgen");
+    h_current_env = E;
+    BR = h_broker_start(E, 0);
+    return BR ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    h_broker_free(BR);
+    h_env_free(E);
+    E = NULL;
+    return 0;
+}
+
+static void write_config(const char *file, int port, const char *options, char *path, size_t len)
+{
+    char yaml[2048];
+    snprintf(yaml, sizeof yaml,
+             "gateway:\n"
+             "  site: hq\n"
+             "  id: gw1\n"
+             "  log_level: info\n"
+             "  plugin_dirs: [\"" CCGW_PLUGIN_DIR "\"]\n"
+             "  data_dir: %s\n"
+             "mqtt:\n"
+             "  host: 127.0.0.1\n"
+             "  port: %d\n"
+             "instances:\n"
+             "  - id: load\n"
+             "    plugin: loadgen\n"
+             "    options:\n%s",
+             h_env_dir(E), port, options);
+    h_env_path(E, file, path, len);
+    assert_int_equal(h_write_file(path, yaml), 0);
+}
+
+static void describe_lists_options(void **state)
+{
+    (void)state;
+    const char *argv[] = {CCGW_BIN, "--describe-plugin", "loadgen", "--plugin-dir", CCGW_PLUGIN_DIR,
+                          NULL};
+    char *out = NULL, *err = NULL;
+    int st = h_run(E, "describe", argv, h_scaled(10000), &out, &err);
+    H_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0, "describe exit %d: %s", st, err ? err : "");
+    const char *want[] = {"devices", "id_prefix", "rate", "kind", "values_per_message",
+                          "payload_bytes", "duration_s", "threads", "clock"};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        H_ASSERT(out && strstr(out, want[i]), "option %s missing in:\n%s", want[i], out ? out : "");
+    free(out);
+    free(err);
+}
+
+static void check_config_errors(void **state)
+{
+    (void)state;
+    char path[PATH_MAX];
+    write_config("bad.yaml", 1883, "      id_prefix: \"Bad!\"\n      kind: {telemetry: 0}\n", path,
+                 sizeof path);
+    const char *argv[] = {CCGW_BIN, "--check-config", path, NULL};
+    char *out = NULL, *err = NULL;
+    int st = h_run(E, "check", argv, h_scaled(10000), &out, &err);
+    H_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 1, "check-config exit %d", st);
+    H_ASSERT(err && strstr(err, "bad.yaml:") && strstr(err, "id_prefix"), "no id_prefix error: %s",
+             err ? err : "");
+    H_ASSERT(strstr(err, "at least one weight"), "no kind error: %s", err);
+    free(out);
+    free(err);
+}
+
+static bool is_t_ns_msg(const h_msg *m, const void *ud)
+{
+    (void)ud;
+    return m->json != NULL;
+}
+
+static void emits_through_the_broker(void **state)
+{
+    (void)state;
+    h_mqtt *sub = h_mqtt_new(BR->port, "it-loadgen");
+    H_ASSERT(sub != NULL, "subscriber");
+    H_ASSERT(h_mqtt_sub(sub, H_PREFIX "/#", 1) == 0, "subscribe");
+    char path[PATH_MAX];
+    char opts[512];
+    snprintf(opts, sizeof opts,
+             "      devices: %d\n"
+             "      id_prefix: it-\n"
+             "      rate: 200\n"
+             "      duration_s: 1\n"
+             "      kind: {telemetry: 1, event: 1}\n"
+             "      values_per_message: 3\n"
+             "      payload_bytes: 400\n"
+             "      report_s: 1\n",
+             N_DEV);
+    write_config("run.yaml", BR->port, opts, path, sizeof path);
+    int64_t t0 = h_now_ms();
+    h_proc *gw = h_gw_start(E, path);
+    H_ASSERT(gw != NULL, "ccgw start");
+
+    for (int i = 1; i <= N_DEV; i++) {
+        char topic[128];
+        snprintf(topic, sizeof topic, H_PREFIX "/hq/env/it-%d/state", i);
+        H_EXPECT(sub, 0, topic, "{\"online\":true}", h_left_ms(t0, 10000));
+    }
+    const h_msg *fin = H_EXPECT(sub, 0, H_PREFIX "/hq/gateway/gw1/instance/load", "{\"health\":\"ok\"}",
+                                h_left_ms(t0, 15000));
+    (void)fin;
+    /* the finished reason carries the final count */
+    const h_msg *done = NULL;
+    for (int tries = 0; tries < 10 && !done; tries++) {
+        const h_msg *m[64];
+        size_t n = h_mqtt_collect(sub, 0, H_PREFIX "/hq/gateway/gw1/instance/load", NULL, NULL, m, 64);
+        for (size_t i = 0; i < n && i < 64; i++) {
+            const char *r = m[i]->json ? h_json_str(m[i]->json, "reason") : NULL;
+            if (r && strncmp(r, "finished: emitted ", 18) == 0)
+                done = m[i];
+        }
+        if (!done)
+            h_sleep_ms(h_scaled(1000));
+    }
+    H_ASSERT(done != NULL, "no 'finished: emitted N' health reason");
+    unsigned long emitted = 0, refused = 1;
+    int parsed = sscanf(h_json_str(done->json, "reason"), "finished: emitted %lu, refused %lu",
+                        &emitted, &refused);
+    H_ASSERT(parsed == 2, "reason '%s'", h_json_str(done->json, "reason"));
+    H_ASSERT(refused == 0, "refused %lu", refused);
+    H_ASSERT(emitted >= 150 && emitted <= 250, "emitted %lu, want about 200", emitted);
+
+    /* everything arrives: QoS 0 telemetry on loopback, QoS 1 events */
+    const h_msg *all[1024];
+    size_t n_tel = 0, n_evt = 0;
+    int64_t t1 = h_now_ms();
+    while (h_left_ms(t1, 5000) > 0) {
+        n_tel = h_mqtt_collect(sub, 0, H_PREFIX "/hq/env/+/telemetry", is_t_ns_msg, NULL, all, 0);
+        n_evt = h_mqtt_collect(sub, 0, H_PREFIX "/hq/env/+/event/loadgen.sample", is_t_ns_msg, NULL,
+                               all, 0);
+        if (n_tel + n_evt >= emitted)
+            break;
+        h_sleep_ms(100);
+    }
+    H_ASSERT(n_tel + n_evt == emitted, "broker delivered %zu telemetry + %zu events, loadgen emitted %lu",
+             n_tel, n_evt, emitted);
+    H_ASSERT(n_tel > 0 && n_evt > 0, "mix: %zu telemetry, %zu events", n_tel, n_evt);
+
+    /* per device and kind: seq 1..n without a gap; t_ns and pad present */
+    const char *filters[2] = {H_PREFIX "/hq/env/+/telemetry", H_PREFIX "/hq/env/+/event/loadgen.sample"};
+    const char *objs[2] = {"values", "data"};
+    size_t total_bytes = 0, total_msgs = 0;
+    for (int k = 0; k < 2; k++) {
+        size_t n = h_mqtt_collect(sub, 0, filters[k], NULL, NULL, all, 1024);
+        H_ASSERT(n <= 1024, "too many messages: %zu", n);
+        double last[N_DEV + 1] = {0};
+        for (size_t i = 0; i < n; i++) {
+            const json_t *j = all[i]->json;
+            H_ASSERT(j != NULL, "payload is JSON: %s", all[i]->payload);
+            int d = 0;
+            const char *dev = h_json_str(j, "device");
+            int got = dev ? sscanf(dev, "it-%d", &d) : 0;
+            H_ASSERT(got == 1 && d >= 1 && d <= N_DEV, "device %s", dev ? dev : "(none)");
+            double seq = 0;
+            H_ASSERT(h_json_num(j, "seq", &seq) && seq == last[d] + 1, "%s: seq %.0f after %.0f",
+                     all[i]->topic, seq, last[d]);
+            last[d] = seq;
+            double t_ns = 0;
+            H_ASSERT(h_json_num(h_json_get(j, objs[k], NULL), "t_ns", &t_ns) && t_ns > 0,
+                     "no t_ns in %s", all[i]->payload);
+            H_ASSERT(h_json_str(h_json_get(j, objs[k], NULL), "pad") != NULL, "no pad in %s",
+                     all[i]->payload);
+            H_ASSERT(h_json_get(j, objs[k], "v3", NULL) != NULL, "no v3 in %s", all[i]->payload);
+            total_bytes += (size_t)all[i]->len;
+            total_msgs++;
+        }
+    }
+    double avg = (double)total_bytes / (double)total_msgs;
+    H_ASSERT(avg > 300 && avg < 500, "average payload %.0f bytes, asked for about 400", avg);
+
+    int st = h_proc_stop(gw, h_scaled(8000));
+    char buf[64];
+    H_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0, "ccgw: %s", h_status_str(st, buf, sizeof buf));
+    h_mqtt_free(sub);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(describe_lists_options),
+        cmocka_unit_test(check_config_errors),
+        cmocka_unit_test(emits_through_the_broker),
+    };
+    int failed = cmocka_run_group_tests_name("integration.loadgen", tests, group_setup, group_teardown);
+    return h_finish(failed);
+}
