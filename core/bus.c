@@ -453,8 +453,10 @@ static void *north_main(void *arg)
             continue;
         }
         b->north_busy = true;
-        /* pop a batch after whatever is held */
-        for (int i = 0; i < 256 && b->head; i++) {
+        /* pop a batch only once everything popped before went out: what the
+         * north thread holds counts against the queue's bound too */
+        int room = held ? 0 : 256;
+        for (int i = 0; i < room && b->head; i++) {
             ccgw_msg_t *m = b->head;
             b->head = m->next;
             if (!b->head)

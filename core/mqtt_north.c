@@ -85,7 +85,10 @@ static void on_publish(struct mosquitto *mosq, void *obj, int mid, int reason, c
     uint64_t cur = atomic_load(&m->inflight);
     while (cur > 0 && !atomic_compare_exchange_weak(&m->inflight, &cur, cur - 1))
         ;
-    ccgw_bus_wake(m->gw->bus);
+    /* wake the north thread only when the window reopens or drains, not on
+     * every acknowledgement (a wake per PUBACK cost ~2x latency at QoS 1) */
+    if (cur >= (uint64_t)m->gw->cfg->mqtt.max_inflight || cur <= 1)
+        ccgw_bus_wake(m->gw->bus);
 }
 
 typedef struct mqtt_reply_ctx {

@@ -390,7 +390,7 @@ static void report_cb(ccgw_timer_t *timer, void *arg)
                  e, r, f);
         uint64_t om = atomic_load(&lg->online_ms);
         CCGW_INFO(lg->inst, "%s; %.0f/s over the last %.1f s%s", reason, rate, dt,
-                  om ? "" : "; still setting devices online");
+                  om || !lg->online_at_start ? "" : "; still setting devices online");
     }
     ccgw_instance_health(lg->inst, r || f ? CCGW_HEALTH_DEGRADED : CCGW_HEALTH_OK, reason);
 }

@@ -198,6 +198,71 @@ static void test_snapshot_republishes_in_order(void **st)
     ccgw_bus_free(b);
 }
 
+/* A broker window that takes one message per reopen, as libmosquitto's
+ * in-flight window does at QoS 1 under load. */
+typedef struct slow {
+    rec_t r;
+    ccgw_bus_t *b;
+    atomic_bool stop;
+    atomic_ulong published;
+} slow_t;
+
+static bool s_ready(void *c) { return atomic_load(&((slow_t *)c)->r.ready); }
+static int s_publish(void *c, const ccgw_msg_t *m)
+{
+    (void)m;
+    slow_t *s = c;
+    atomic_fetch_add(&s->published, 1);
+    atomic_store(&s->r.ready, false); /* the window is full again */
+    return 0;
+}
+
+static void *s_broker(void *arg)
+{
+    slow_t *s = arg;
+    while (!atomic_load(&s->stop)) {
+        atomic_store(&s->r.ready, true); /* one acknowledgement */
+        ccgw_bus_wake(s->b);
+        struct timespec ts = {0, 200 * 1000L};
+        nanosleep(&ts, NULL);
+    }
+    atomic_store(&s->r.ready, true);
+    return NULL;
+}
+
+static void test_bound_holds_with_a_slow_window(void **st)
+{
+    (void)st;
+    static slow_t s;
+    memset(&s, 0, sizeof s);
+    const size_t limit = 64;
+    s.b = ccgw_bus_new(limit, 0);
+    ccgw_sink_t sink = {.ctx = &s, .ready = s_ready, .publish = s_publish,
+                        .take_snapshot_request = r_snap, .idle = r_idle};
+    ccgw_bus_set_sink(s.b, &sink);
+    ccgw_bus_start(s.b);
+    pthread_t th;
+    pthread_create(&th, NULL, s_broker, &s);
+    unsigned long accepted = 0, worst = 0;
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do {
+        if (push(s.b, CCGW_KIND_TELEMETRY, "t", "{}") == CCGW_OK)
+            accepted++;
+        unsigned long outstanding = accepted - atomic_load(&s.published);
+        if (outstanding > worst)
+            worst = outstanding;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+    } while ((now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000 < 300);
+    atomic_store(&s.stop, true);
+    pthread_join(th, NULL);
+    /* what the bus holds (queued + popped by the north thread) stays bounded:
+     * the queue limit plus one batch */
+    if (worst > limit + 256 + 1)
+        fail_msg("the bus held %lu messages (limit %zu + batch 256)", worst, limit);
+    ccgw_bus_free(s.b);
+}
+
 static void test_no_sink_discards(void **st)
 {
     (void)st;
@@ -222,6 +287,7 @@ int main(void)
         cmocka_unit_test(test_retained_coalesces_to_latest),
         cmocka_unit_test(test_snapshot_republishes_in_order),
         cmocka_unit_test(test_no_sink_discards),
+        cmocka_unit_test(test_bound_holds_with_a_slow_window),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
