@@ -3,13 +3,15 @@
 # Sourced by tools/run-demo, tools/run-tests and tools/bench/run.
 #   ccgw_install_deps build       compilers, CMake, the -dev libraries
 #   ccgw_install_deps run         mosquitto broker and clients
-#   ccgw_install_deps test        cmocka, clang + libFuzzer runtime, Modbus tools, NUT (upsd, dummy-ups)
+#   ccgw_install_deps test        cmocka, clang + libFuzzer runtime, Modbus tools, NUT (upsd, dummy-ups),
+#                                 snmpd and snmptrap (snmp)
 
 CCGW_PKGS_BUILD=(build-essential cmake pkg-config libyaml-dev libmosquitto-dev libjansson-dev
-                 libmodbus-dev libssl-dev)
+                 libmodbus-dev libssl-dev libsnmp-dev libcurl4-openssl-dev)
 CCGW_PKGS_RUN=(mosquitto mosquitto-clients)
 CCGW_PKGS_TEST=(libcmocka-dev clang openssl libclang-rt-14-dev mbpoll socat python3 python3-pymodbus
-                python3-serial procps valgrind nut-server nut-client)
+                python3-serial procps valgrind nut-server nut-client
+                snmpd snmp)
 
 ccgw_install_deps() {
     local want=() missing=() p
