@@ -15,6 +15,9 @@
 #include "instance.h"
 #include "log.h"
 
+/* Commands every device takes, answered by the core itself. */
+#define CCGW_CORE_CMD_ALARM_ACK "alarm.ack"
+
 struct ccgw_cmd {
     struct ccgw_cmd *next, *prev; /* instance's live list */
     ccgw_instance_t *inst;
@@ -181,10 +184,72 @@ typedef struct route {
     bool consumed; /* the target moved into a command */
 } route_t;
 
+/* ---- core commands: handled by the core for every device ---- */
+
+static const ccgw_option_t alarm_ack_args[] = {
+    {.key = "code", .type = CCGW_OPT_STRING, .flags = CCGW_OPT_F_REQUIRED | CCGW_OPT_F_RANGE, .min = 1, .max = 128,
+     .doc = "Code of the active alarm."},
+    {.key = "by", .type = CCGW_OPT_STRING, .flags = CCGW_OPT_F_REQUIRED | CCGW_OPT_F_RANGE, .min = 1, .max = 128,
+     .doc = "Who acknowledges (operator name or id)."},
+    {.key = "note", .type = CCGW_OPT_STRING, .flags = CCGW_OPT_F_RANGE, .min = 0, .max = 1024,
+     .doc = "Free text kept with the acknowledgement."},
+    CCGW_OPTION_END,
+};
+
+static const ccgw_command_spec_t alarm_ack_spec = {
+    .name = CCGW_CORE_CMD_ALARM_ACK, .args = alarm_ack_args,
+    .doc = "Acknowledge an active alarm of this device (handled by the core)."};
+
+/* Printable, bounded copy of outside text for the audit line. */
+static void audit_str(char *out, size_t len, const char *s)
+{
+    size_t j = 0;
+    for (; s && *s && j + 1 < len; s++)
+        out[j++] = ((unsigned char)*s < 0x20 || *s == 0x7f || *s == ' ') ? '_' : *s;
+    out[j] = '\0';
+}
+
+/* alarm.ack {code, by, note}: runs on the dispatching thread, under the
+ * registry's read lock (registry -> device -> store, the usual order). */
+static void core_alarm_ack(route_t *r, ccgw_device_t *dev)
+{
+    char err[1024];
+    ccgw_config_doc_t *doc = ccgw_command_parse_args(r->payload, r->len, &alarm_ack_spec, err, sizeof err);
+    char a_code[140] = "-", a_by[140] = "-";
+    const char *result = CCGW_CMD_E_BAD_ARGUMENTS;
+    if (doc) {
+        const char *code = ccgw_config_string(doc->root, "code", NULL);
+        const char *by = ccgw_config_string(doc->root, "by", NULL);
+        const char *note = ccgw_config_string(doc->root, "note", NULL);
+        audit_str(a_code, sizeof a_code, code);
+        audit_str(a_by, sizeof a_by, by);
+        char acked_at[CCGW_TS_LEN] = "";
+        int rc = ccgw_device_alarm_ack(dev, code, by, note, acked_at, err, sizeof err);
+        if (rc == CCGW_OK) {
+            result = "ok";
+            ccgw_value_t data[] = {CCGW_V_STRING("code", code), CCGW_V_STRING("state", "acknowledged"),
+                                   CCGW_V_STRING("acked_by", by), CCGW_V_STRING("acked_at", acked_at)};
+            reply_now(r->gw, dev, NULL, NULL, r->name, NULL, NULL, data, CCGW_COUNT(data), r->target);
+        } else {
+            result = rc == CCGW_ENOMEM ? CCGW_CMD_E_BUSY : CCGW_CMD_E_BAD_ARGUMENTS;
+            reply_now(r->gw, dev, NULL, NULL, r->name, result, err, NULL, 0, r->target);
+        }
+        ccgw_config_doc_free(doc);
+    } else {
+        reply_now(r->gw, dev, NULL, NULL, r->name, CCGW_CMD_E_BAD_ARGUMENTS, err, NULL, 0, r->target);
+    }
+    CLOG_INFO("audit", "audit: alarm.ack code=%s device=%s/%s by=%s result=%s", a_code, r->class_name,
+              r->device_id, a_by, result);
+}
+
 static int route_on_device(ccgw_device_t *dev, void *ctx)
 {
     route_t *r = ctx;
     ccgw_instance_t *inst = ccgw_device_instance(dev);
+    if (strcmp(r->name, CCGW_CORE_CMD_ALARM_ACK) == 0) {
+        core_alarm_ack(r, dev);
+        return CCGW_OK;
+    }
     const ccgw_command_spec_t *spec = ccgw_device_find_command(dev, r->name);
     if (!spec) {
         char msg[256];

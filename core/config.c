@@ -1,6 +1,6 @@
 /*
  * config - the gateway's configuration file (sections gateway, mqtt,
- * instances), validated with the same option-table machinery as plugins.
+ * alarms, instances), validated with the same option-table machinery as plugins.
  *
  * Ownership: every char * in ccgw_gateway_config_t, ccgw_mqtt_config_t and
  * ccgw_instance_config_t is a malloc'ed copy owned by the cfg and freed by
@@ -125,9 +125,53 @@ const ccgw_option_t ccgw_instance_keys[] = {
     CCGW_OPTION_END,
 };
 
+static const char *const rule_types[] = {"high", "high_high", "low", "low_low", "on", "off", NULL}; /* = ccgw_rule_type_t */
+static const char *const rule_severities[] = {"critical", "major", "minor", "warning", NULL}; /* = ccgw_rule_severity_t */
+
+#define DELAY_OPTION(k, what)                                                                               \
+    {.key = k, .type = CCGW_OPT_DOUBLE, .flags = CCGW_OPT_F_RANGE, .def = "0", .min = 0, .max = 86400,      \
+     .doc = what}
+
+const ccgw_option_t ccgw_alarm_rule_options[] = {
+    {.key = "code", .type = CCGW_OPT_STRING, .flags = CCGW_OPT_F_REQUIRED,
+     .doc = "Alarm code, [a-z0-9_.-]+ (1..64 chars): the last level of the alarm topic."},
+    {.key = "class", .type = CCGW_OPT_STRING,
+     .doc = "Only devices of this class (ups, hvac, env, door, pbx, sms, fax, incident, conference); default any."},
+    {.key = "device", .type = CCGW_OPT_STRING, .flags = CCGW_OPT_F_REQUIRED,
+     .doc = "Device id, exact or a glob where '*' matches any characters (\"room1-*\", \"*\")."},
+    {.key = "value", .type = CCGW_OPT_STRING, .flags = CCGW_OPT_F_REQUIRED,
+     .doc = "Telemetry value or state attribute name watched (\"temperature\", \"water_leak\")."},
+    {.key = "type", .type = CCGW_OPT_ENUM, .flags = CCGW_OPT_F_REQUIRED, .choices = rule_types,
+     .doc = "high/high_high: value >= threshold; low/low_low: value <= threshold; on: value true; off: value false."},
+    {.key = "threshold", .type = CCGW_OPT_DOUBLE,
+     .doc = "The limit; required for high, high_high, low, low_low; not allowed for on/off."},
+    {.key = "deadband", .type = CCGW_OPT_DOUBLE, .flags = CCGW_OPT_F_RANGE, .def = "0", .min = 0, .max = 1e12,
+     .doc = "Hysteresis: a high alarm clears below threshold - deadband, a low one above threshold + deadband."},
+    DELAY_OPTION("on_delay_s", "The condition must hold this long, continuously, before the alarm is raised."),
+    DELAY_OPTION("off_delay_s", "The clear condition must hold this long, continuously, before the alarm clears."),
+    {.key = "severity", .type = CCGW_OPT_ENUM, .def = "major", .choices = rule_severities,
+     .doc = "Published severity."},
+    {.key = "message", .type = CCGW_OPT_STRING, .flags = CCGW_OPT_F_RANGE, .min = 1, .max = 512,
+     .doc = "Alarm message; default generated (\"temperature 31 >= 30\")."},
+    DELAY_OPTION("min_interval_s",
+                 "Rate limit: at most one raise of this rule on one device per interval; suppressed raises are counted."),
+    CCGW_OPTION_END,
+};
+
+const ccgw_option_t ccgw_alarms_options[] = {
+    {.key = "rules", .type = CCGW_OPT_LIST, .item_type = CCGW_OPT_OBJECT, .children = ccgw_alarm_rule_options,
+     .doc = "Alarm rules on telemetry values and state attributes."},
+    {.key = "persist", .type = CCGW_OPT_BOOL, .def = "true",
+     .doc = "Keep active alarms in DATA_DIR/alarms.json and re-publish them after a restart."},
+    {.key = "restore_grace_s", .type = CCGW_OPT_INT, .flags = CCGW_OPT_F_RANGE, .def = "60", .min = 0, .max = 86400,
+     .doc = "A restored alarm whose device is not declared again within this time after start is cleared."},
+    CCGW_OPTION_END,
+};
+
 static const ccgw_option_t top_options[] = {
     {.key = "gateway", .type = CCGW_OPT_OBJECT, .doc = "This gateway."},
     {.key = "mqtt", .type = CCGW_OPT_OBJECT, .doc = "The MQTT broker; absent = MQTT disabled."},
+    {.key = "alarms", .type = CCGW_OPT_OBJECT, .doc = "Alarm rules and alarm persistence."},
     {.key = "instances", .type = CCGW_OPT_LIST, .item_type = CCGW_OPT_OBJECT, .doc = "Plugin instances."},
     CCGW_OPTION_END,
 };
@@ -340,6 +384,107 @@ static void fill_mqtt(ccgw_gateway_config_t *cfg, struct ccgw_config *m, bool pr
     q->max_inflight = get_int(m, "max_inflight", 1000);
 }
 
+static void fill_alarms(ccgw_gateway_config_t *cfg, struct ccgw_config *a)
+{
+    ccgw_config_doc_t *doc = cfg->doc;
+    ccgw_alarms_config_t *al = &cfg->alarms;
+    al->persist = ccgw_config_bool(a, "persist", true);
+    al->restore_grace_s = get_int(a, "restore_grace_s", 60);
+    const struct ccgw_config *list = ccgw_config_get(a, "rules");
+    if (!list || list->kind != CCGW_NODE_LIST || ccgw_config__reported(list) || list->count == 0)
+        return;
+    al->rules = calloc(list->count, sizeof *al->rules);
+    if (!al->rules) {
+        ccgw_config_diag(doc, list, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < list->count; i++) {
+        const struct ccgw_config *item = list->items[i];
+        if (item->kind != CCGW_NODE_MAP || ccgw_config__reported(item))
+            continue;
+        const struct ccgw_config *code = good_scalar(item, "code"), *cls = good_scalar(item, "class"),
+                                 *dev = good_scalar(item, "device"), *val = good_scalar(item, "value"),
+                                 *type = good_scalar(item, "type"), *thr = good_scalar(item, "threshold");
+        if (!code || !dev || !val || !type)
+            continue; /* reported by the schema */
+        bool ok = true;
+        if (!ccgw_valid_id(code->text)) {
+            ccgw_config_diag(doc, code, "alarms.rules[%zu]: 'code' must match [a-z0-9_.-]+ (1..64 characters), got '%.80s'",
+                             i, code->text);
+            ok = false;
+        }
+        static const char *const classes[] = {"ups", "hvac", "env", "door", "pbx", "sms", "fax", "incident", "conference", NULL};
+        if (cls) {
+            bool known = false;
+            for (int k = 0; classes[k]; k++)
+                known = known || !strcmp(classes[k], cls->text);
+            if (!known) {
+                ccgw_config_diag(doc, cls, "alarms.rules[%zu]: unknown class '%.80s' (ups, hvac, env, door, pbx, sms, "
+                                 "fax, incident, conference)", i, cls->text);
+                ok = false;
+            }
+        }
+        bool dev_ok = *dev->text && strlen(dev->text) <= 64;
+        for (const char *p = dev->text; *p; p++)
+            dev_ok = dev_ok && ((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_' || *p == '.' ||
+                                *p == '-' || *p == '*');
+        if (!dev_ok) {
+            ccgw_config_diag(doc, dev, "alarms.rules[%zu]: 'device' must be a device id or a glob of [a-z0-9_.-*], got '%.80s'",
+                             i, dev->text);
+            ok = false;
+        }
+        bool val_ok = *val->text && strlen(val->text) <= 128;
+        for (const char *p = val->text; *p; p++)
+            val_ok = val_ok && ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+                                *p == '_' || *p == '.' || *p == '-');
+        if (!val_ok) {
+            ccgw_config_diag(doc, val, "alarms.rules[%zu]: 'value' must be a value name [A-Za-z0-9_.-]+, got '%.80s'", i,
+                             val->text);
+            ok = false;
+        }
+        int t = 0;
+        for (int k = 0; rule_types[k]; k++)
+            if (!strcmp(rule_types[k], type->text))
+                t = k;
+        bool is_bool = t == CCGW_RULE_ON || t == CCGW_RULE_OFF; /* not ccgw_rule_is_bool: the config fuzzer links config.c alone */
+        const struct ccgw_config *thr_node = ccgw_config_get(item, "threshold");
+        if (!is_bool && !thr_node) {
+            ccgw_config_diag(doc, type, "alarms.rules[%zu]: a '%s' rule needs 'threshold'", i, type->text);
+            ok = false;
+        } else if (is_bool && thr_node) {
+            ccgw_config_diag(doc, thr_node, "alarms.rules[%zu]: an '%s' rule takes no 'threshold'", i, type->text);
+            ok = false;
+        } else if (!is_bool && !thr) {
+            ok = false; /* mistyped: reported by the schema */
+        }
+        const struct ccgw_config *db = ccgw_config_get(item, "deadband");
+        if (is_bool && db && !db->is_default) {
+            ccgw_config_diag(doc, db, "alarms.rules[%zu]: an '%s' rule takes no 'deadband'", i, type->text);
+            ok = false;
+        }
+        if (!ok)
+            continue;
+        ccgw_alarm_rule_t *r = &al->rules[al->n_rules];
+        r->code = strdup(code->text);
+        r->class_name = cls ? strdup(cls->text) : NULL;
+        r->device = strdup(dev->text);
+        r->value = strdup(val->text);
+        r->type = (ccgw_rule_type_t)t;
+        r->threshold = thr ? ccgw_config_double(item, "threshold", 0) : 0;
+        r->deadband = ccgw_config_double(item, "deadband", 0);
+        r->on_delay_s = ccgw_config_double(item, "on_delay_s", 0);
+        r->off_delay_s = ccgw_config_double(item, "off_delay_s", 0);
+        r->min_interval_s = ccgw_config_double(item, "min_interval_s", 0);
+        const char *sev = ccgw_config_string(item, "severity", "major");
+        r->severity = CCGW_RSEV_MAJOR;
+        for (int k = 0; rule_severities[k]; k++)
+            if (!strcmp(rule_severities[k], sev))
+                r->severity = (ccgw_rule_severity_t)k;
+        r->message = dup_or_null(ccgw_config_string(item, "message", NULL));
+        al->n_rules++;
+    }
+}
+
 /* ---- instance ids: a small open-addressing set ---- */
 
 typedef struct idset {
@@ -486,6 +631,7 @@ static ccgw_gateway_config_t *load_doc(ccgw_config_doc_t *doc, ccgw_plugin_resol
     } else {
         null_to_empty(root, "gateway", CCGW_NODE_MAP);
         null_to_empty(root, "mqtt", CCGW_NODE_MAP);
+        null_to_empty(root, "alarms", CCGW_NODE_MAP);
         null_to_empty(root, "instances", CCGW_NODE_LIST);
         ccgw_schema_validate(root, top_options, NULL);
     }
@@ -510,6 +656,15 @@ static ccgw_gateway_config_t *load_doc(ccgw_config_doc_t *doc, ccgw_plugin_resol
         if (dflt)
             ccgw_schema_validate(dflt, ccgw_mqtt_options, "mqtt");
         fill_mqtt(cfg, dflt, false);
+    }
+
+    struct ccgw_config *al = (struct ccgw_config *)ccgw_config_get(root, "alarms");
+    cfg->alarms.persist = true;
+    cfg->alarms.restore_grace_s = 60;
+    if (al && al->kind == CCGW_NODE_MAP && !ccgw_config__reported(al)) {
+        null_to_empty(al, "rules", CCGW_NODE_LIST);
+        ccgw_schema_validate(al, ccgw_alarms_options, "alarms");
+        fill_alarms(cfg, al);
     }
 
     struct ccgw_config *list = (struct ccgw_config *)ccgw_config_get(root, "instances");
@@ -569,6 +724,15 @@ void ccgw_gateway_config_free(ccgw_gateway_config_t *cfg)
     free(q->cert_file);
     free(q->key_file);
     free(q->topic_prefix);
+    for (size_t i = 0; i < cfg->alarms.n_rules; i++) {
+        ccgw_alarm_rule_t *r = &cfg->alarms.rules[i];
+        free(r->code);
+        free(r->class_name);
+        free(r->device);
+        free(r->value);
+        free(r->message);
+    }
+    free(cfg->alarms.rules);
     for (size_t i = 0; i < cfg->n_instances; i++) {
         free(cfg->instances[i].id);
         free(cfg->instances[i].plugin);

@@ -1,5 +1,6 @@
 /*
- * config - the gateway's configuration file: sections gateway, mqtt, instances.
+ * config - the gateway's configuration file: sections gateway, mqtt, alarms,
+ * instances.
  *
  * Loads the YAML, validates the core sections against their option tables
  * (core/config.c, the same machinery plugins use), resolves each instance's
@@ -13,6 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "alarm_engine.h"
 #include "ccgw/plugin.h"
 #include "config_tree.h"
 
@@ -44,6 +46,13 @@ typedef struct ccgw_mqtt_config {
     int max_inflight;             /* our bound on unacknowledged publishes */
 } ccgw_mqtt_config_t;
 
+typedef struct ccgw_alarms_config {
+    ccgw_alarm_rule_t *rules;     /* validated rules, in file order */
+    size_t n_rules;
+    int restore_grace_s;          /* restored alarms of devices not declared again are cleared after this */
+    bool persist;                 /* keep active alarms in <data_dir>/alarms.json */
+} ccgw_alarms_config_t;
+
 typedef struct ccgw_gateway_config {
     char *path;                   /* the file */
     char *site;                   /* [a-z0-9_.-]+ */
@@ -55,6 +64,7 @@ typedef struct ccgw_gateway_config {
     int queue_size;               /* north queue bound, messages */
     int backpressure_ms;          /* max time an event emit may block */
     ccgw_mqtt_config_t mqtt;
+    ccgw_alarms_config_t alarms;
     ccgw_instance_config_t *instances;
     size_t n_instances;
     ccgw_config_doc_t *doc;       /* owns all nodes */
@@ -83,6 +93,8 @@ void ccgw_gateway_config_free(ccgw_gateway_config_t *cfg);
 /* The core's own tables, for --describe-config and docs. */
 extern const ccgw_option_t ccgw_gateway_options[];
 extern const ccgw_option_t ccgw_mqtt_options[];
+extern const ccgw_option_t ccgw_alarms_options[];
+extern const ccgw_option_t ccgw_alarm_rule_options[];
 extern const ccgw_option_t ccgw_instance_keys[];
 
 /* [a-z0-9_.-]+, 1..64 chars */

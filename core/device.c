@@ -5,9 +5,21 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alarm_engine.h"
+#include "alarm_store.h"
 #include "gateway.h"
 #include "instance.h"
 #include "log.h"
+
+/*
+ * Lock order (never take an earlier one while holding a later one):
+ *   registry rwlock -> device lock -> store lock -> bus locks.
+ * The alarm engine's lock is a leaf taken with NO device lock held: the
+ * rule hook runs after the emit call has released the device lock, feeds
+ * the engine (engine lock taken and released inside), then applies the
+ * returned decisions under the device lock. The emitting plugin thread never
+ * waits for the disk: the store only copies the record and wakes its writer.
+ */
 
 typedef struct attr {
     char *name;
@@ -16,9 +28,14 @@ typedef struct attr {
 
 typedef struct alarm {
     char *code;
-    ccgw_severity_t severity;
+    char severity[16];              /* published string */
     char *message;
     char raised_at[CCGW_TS_LEN];
+    char *data_json;                /* encoded data object */
+    bool acked;
+    char *acked_by, *ack_note;
+    char acked_at[CCGW_TS_LEN];
+    const ccgw_alarm_rule_t *rule;  /* raised by this rule; NULL: by the plugin */
 } alarm_t;
 
 struct ccgw_device {
@@ -33,6 +50,7 @@ struct ccgw_device {
     pthread_mutex_t lock;
     uint64_t seq[CCGW_KIND__COUNT];
     bool online;
+    bool has_rules;    /* some alarm rule applies to this device */
     char *reason;
     attr_t *attrs;
     size_t n_attrs, cap_attrs;
@@ -281,6 +299,9 @@ static void device_free_names(ccgw_device_t *d)
     free(d);
 }
 
+static void restore_alarms(ccgw_device_t *d);
+static void rules_feed(ccgw_device_t *d, const ccgw_value_t *v, size_t n);
+
 /* ---- SDK: devices ---- */
 
 ccgw_device_t *ccgw_device_add(ccgw_instance_t *inst, const char *class_name, const char *device_id,
@@ -385,6 +406,8 @@ ccgw_device_t *ccgw_device_add(ccgw_instance_t *inst, const char *class_name, co
     ccgw_jw_end_object(&w);
     retain_payload(d, CCGW_KIND_STATE, d->state_topic, &w);
     pthread_mutex_unlock(&d->lock);
+    d->has_rules = ccgw_alarm_engine_wants(gw->alarm_engine, d->class_name, d->id);
+    restore_alarms(d);
     return d;
 fail:
     ccgw_log_tagged(CCGW_LOG_ERROR, inst->tag, NULL, 0, "device %s/%s not added",
@@ -552,6 +575,7 @@ int ccgw_device_update_state(ccgw_device_t *d, const ccgw_value_t *attrs, size_t
     pthread_mutex_lock(&d->lock);
     int rc = merge_attrs_locked(d, attrs, n) ? publish_state_locked(d) : CCGW_OK;
     pthread_mutex_unlock(&d->lock);
+    rules_feed(d, attrs, n);
     return rc;
 }
 
@@ -565,6 +589,7 @@ int ccgw_device_set_state(ccgw_device_t *d, bool online, const char *reason, con
     changed = set_online_locked(d, online, reason) || changed;
     int rc = changed ? publish_state_locked(d) : CCGW_OK;
     pthread_mutex_unlock(&d->lock);
+    rules_feed(d, attrs, n);
     return rc;
 }
 
@@ -594,6 +619,7 @@ int ccgw_device_telemetry(ccgw_device_t *d, const ccgw_value_t *v, size_t n)
     ccgw_jw_end_object(&w);
     int rc = push_payload(d, CCGW_KIND_TELEMETRY, topic, &w);
     pthread_mutex_unlock(&d->lock);
+    rules_feed(d, v, n);
     return rc;
 }
 
@@ -636,6 +662,185 @@ static const char *sev_name(ccgw_severity_t s)
     return "major";
 }
 
+static void alarm_free_members(alarm_t *a)
+{
+    free(a->code);
+    free(a->message);
+    free(a->data_json);
+    free(a->acked_by);
+    free(a->ack_note);
+}
+
+static alarm_t *alarm_find_locked(ccgw_device_t *d, const char *code, size_t *idx)
+{
+    for (size_t i = 0; i < d->n_alarms; i++)
+        if (strcmp(d->alarms[i].code, code) == 0) {
+            if (idx)
+                *idx = i;
+            return &d->alarms[i];
+        }
+    return NULL;
+}
+
+/* A new zeroed slot (code copied), or NULL. Called with d->lock held. */
+static alarm_t *alarm_add_locked(ccgw_device_t *d, const char *code)
+{
+    if (d->n_alarms == d->cap_alarms) {
+        size_t cap = d->cap_alarms ? d->cap_alarms * 2 : 4;
+        alarm_t *na = realloc(d->alarms, cap * sizeof *na);
+        if (!na)
+            return NULL;
+        d->alarms = na;
+        d->cap_alarms = cap;
+    }
+    alarm_t *a = &d->alarms[d->n_alarms];
+    memset(a, 0, sizeof *a);
+    a->code = strdup(code);
+    if (!a->code)
+        return NULL;
+    d->n_alarms++;
+    return a;
+}
+
+static void alarm_topic(const ccgw_device_t *d, const char *code, char *topic, size_t len)
+{
+    snprintf(topic, len, "%s/alarm/%s", d->topic_base, code);
+}
+
+/* The retained alarm payload. Called with d->lock held. */
+static int alarm_publish_locked(ccgw_device_t *d, const alarm_t *a)
+{
+    char topic[512];
+    alarm_topic(d, a->code, topic, sizeof topic);
+    ccgw_jw_t w;
+    ccgw_jw_init(&w);
+    begin_envelope(&w, d, CCGW_KIND_ALARM);
+    ccgw_jw_key(&w, "code");
+    ccgw_jw_string(&w, a->code);
+    ccgw_jw_key(&w, "severity");
+    ccgw_jw_string(&w, a->severity);
+    ccgw_jw_key(&w, "state");
+    ccgw_jw_string(&w, a->acked ? "acknowledged" : "raised");
+    ccgw_jw_key(&w, "message");
+    ccgw_jw_string(&w, a->message ? a->message : a->code);
+    ccgw_jw_key(&w, "raised_at");
+    ccgw_jw_string(&w, a->raised_at);
+    if (a->acked) {
+        ccgw_jw_key(&w, "acked_by");
+        ccgw_jw_string(&w, a->acked_by ? a->acked_by : "");
+        ccgw_jw_key(&w, "acked_at");
+        ccgw_jw_string(&w, a->acked_at);
+        if (a->ack_note) {
+            ccgw_jw_key(&w, "note");
+            ccgw_jw_string(&w, a->ack_note);
+        }
+    }
+    if (a->rule) {
+        ccgw_jw_key(&w, "rule");
+        ccgw_jw_string(&w, a->rule->code);
+    }
+    ccgw_jw_key(&w, "data");
+    const char *dj = a->data_json ? a->data_json : "{}";
+    ccgw_jw_raw_value(&w, dj, strlen(dj));
+    ccgw_jw_end_object(&w);
+    return retain_payload(d, CCGW_KIND_ALARM, topic, &w);
+}
+
+/* Persist the alarm. Called with d->lock held (device -> store order). */
+static void alarm_persist_locked(ccgw_device_t *d, const alarm_t *a)
+{
+    ccgw_alarm_record_t r = {
+        .class_name = d->class_name,
+        .device = d->id,
+        .code = a->code,
+        .instance = d->inst->cfg->id,
+        .severity = (char *)a->severity,
+        .message = a->message,
+        .acked = a->acked,
+        .acked_by = a->acked_by,
+        .ack_note = a->ack_note,
+        .rule = a->rule ? a->rule->code : NULL,
+        .data_json = a->data_json,
+    };
+    memcpy(r.raised_at, a->raised_at, sizeof r.raised_at);
+    memcpy(r.acked_at, a->acked_at, sizeof r.acked_at);
+    ccgw_alarm_store_put(d->gw->alarm_store, &r);
+}
+
+/* An `alarm.*` event; `extra` writes more data members. Called with d->lock held. */
+static int alarm_event_locked(ccgw_device_t *d, const char *type, const alarm_t *a, const char *message,
+                              void (*extra)(ccgw_jw_t *w, const void *ctx), const void *ctx)
+{
+    char topic[512];
+    snprintf(topic, sizeof topic, "%s/event/%s", d->topic_base, type);
+    ccgw_jw_t w;
+    ccgw_jw_init(&w);
+    begin_envelope(&w, d, CCGW_KIND_EVENT);
+    ccgw_jw_key(&w, "type");
+    ccgw_jw_string(&w, type);
+    ccgw_jw_key(&w, "data");
+    ccgw_jw_begin_object(&w);
+    ccgw_jw_key(&w, "code");
+    ccgw_jw_string(&w, a->code);
+    ccgw_jw_key(&w, "severity");
+    ccgw_jw_string(&w, a->severity);
+    ccgw_jw_key(&w, "message");
+    ccgw_jw_string(&w, message ? message : a->message ? a->message : a->code);
+    ccgw_jw_key(&w, "raised_at");
+    ccgw_jw_string(&w, a->raised_at);
+    if (a->rule) {
+        ccgw_jw_key(&w, "rule");
+        ccgw_jw_string(&w, a->rule->code);
+    }
+    if (extra)
+        extra(&w, ctx);
+    ccgw_jw_end_object(&w);
+    ccgw_jw_end_object(&w);
+    return push_payload(d, CCGW_KIND_EVENT, topic, &w);
+}
+
+/* Raise or update. data_json is taken over (freed on failure). Called with d->lock held. */
+static int alarm_raise_locked(ccgw_device_t *d, const char *code, const char *severity, const char *message,
+                              char *data_json, const ccgw_alarm_rule_t *rule)
+{
+    alarm_t *a = alarm_find_locked(d, code, NULL);
+    bool is_new = a == NULL;
+    if (is_new) {
+        a = alarm_add_locked(d, code);
+        if (!a) {
+            free(data_json);
+            return CCGW_ENOMEM;
+        }
+        ccgw_ts_now(a->raised_at);
+    }
+    snprintf(a->severity, sizeof a->severity, "%s", severity);
+    free(a->message);
+    a->message = dup_str(message ? message : code);
+    free(a->data_json);
+    a->data_json = data_json;
+    if (rule || is_new)
+        a->rule = rule;
+    int rc = alarm_publish_locked(d, a);
+    if (is_new)
+        alarm_event_locked(d, "alarm.raised", a, NULL, NULL, NULL);
+    alarm_persist_locked(d, a);
+    return rc;
+}
+
+/* Clear slot i: event, then the empty retained payload. Called with d->lock held. */
+static int alarm_clear_locked(ccgw_device_t *d, size_t i, const char *message)
+{
+    alarm_t a = d->alarms[i];
+    d->alarms[i] = d->alarms[--d->n_alarms];
+    alarm_event_locked(d, "alarm.cleared", &a, message, NULL, NULL);
+    char topic[512];
+    alarm_topic(d, a.code, topic, sizeof topic);
+    int rc = ccgw_bus_retain(d->gw->bus, CCGW_KIND_ALARM, qos_for(d->gw, CCGW_KIND_ALARM), topic, "", 0);
+    ccgw_alarm_store_remove(d->gw->alarm_store, d->class_name, d->id, a.code);
+    alarm_free_members(&a);
+    return rc;
+}
+
 int ccgw_alarm_raise(ccgw_device_t *d, const char *code, ccgw_severity_t sev, const char *message,
                      const ccgw_value_t *data, size_t n)
 {
@@ -647,56 +852,20 @@ int ccgw_alarm_raise(ccgw_device_t *d, const char *code, ccgw_severity_t sev, co
     }
     if ((unsigned)sev > CCGW_SEV_CRITICAL || !values_ok(d, "alarm", data, n, 0))
         return CCGW_EINVAL;
-    pthread_mutex_lock(&d->lock);
-    size_t i = 0;
-    while (i < d->n_alarms && strcmp(d->alarms[i].code, code) != 0)
-        i++;
-    if (i == d->n_alarms) {
-        if (d->n_alarms == d->cap_alarms) {
-            size_t cap = d->cap_alarms ? d->cap_alarms * 2 : 4;
-            alarm_t *na = realloc(d->alarms, cap * sizeof *na);
-            if (!na) {
-                pthread_mutex_unlock(&d->lock);
-                return CCGW_ENOMEM;
-            }
-            d->alarms = na;
-            d->cap_alarms = cap;
-        }
-        alarm_t *a = &d->alarms[d->n_alarms];
-        memset(a, 0, sizeof *a);
-        a->code = strdup(code);
-        if (!a->code) {
-            pthread_mutex_unlock(&d->lock);
-            return CCGW_ENOMEM;
-        }
-        ccgw_ts_now(a->raised_at);
-        d->n_alarms++;
-    }
-    alarm_t *a = &d->alarms[i];
-    a->severity = sev;
-    free(a->message);
-    a->message = dup_str(message ? message : code);
-    char topic[512];
-    snprintf(topic, sizeof topic, "%s/alarm/%s", d->topic_base, code);
     ccgw_jw_t w;
     ccgw_jw_init(&w);
-    begin_envelope(&w, d, CCGW_KIND_ALARM);
-    ccgw_jw_key(&w, "code");
-    ccgw_jw_string(&w, code);
-    ccgw_jw_key(&w, "severity");
-    ccgw_jw_string(&w, sev_name(sev));
-    ccgw_jw_key(&w, "state");
-    ccgw_jw_string(&w, "raised");
-    ccgw_jw_key(&w, "message");
-    ccgw_jw_string(&w, a->message);
-    ccgw_jw_key(&w, "raised_at");
-    ccgw_jw_string(&w, a->raised_at);
-    ccgw_jw_key(&w, "data");
     ccgw_jw_begin_object(&w);
     write_members(&w, data, n);
     ccgw_jw_end_object(&w);
-    ccgw_jw_end_object(&w);
-    int rc = retain_payload(d, CCGW_KIND_ALARM, topic, &w);
+    if (w.error) {
+        ccgw_jw_free(&w);
+        return CCGW_ENOMEM;
+    }
+    char *dj = ccgw_jw_take(&w, NULL);
+    if (!dj)
+        return CCGW_ENOMEM;
+    pthread_mutex_lock(&d->lock);
+    int rc = alarm_raise_locked(d, code, sev_name(sev), message, dj, NULL);
     pthread_mutex_unlock(&d->lock);
     return rc;
 }
@@ -706,42 +875,266 @@ int ccgw_alarm_clear(ccgw_device_t *d, const char *code, const char *message)
     if (!d || !code)
         return CCGW_EINVAL;
     pthread_mutex_lock(&d->lock);
-    size_t i = 0;
-    while (i < d->n_alarms && strcmp(d->alarms[i].code, code) != 0)
-        i++;
-    if (i == d->n_alarms) {
-        pthread_mutex_unlock(&d->lock);
-        return CCGW_ENOTFOUND;
+    size_t i;
+    int rc = alarm_find_locked(d, code, &i) ? alarm_clear_locked(d, i, message) : CCGW_ENOTFOUND;
+    pthread_mutex_unlock(&d->lock);
+    return rc;
+}
+
+typedef struct ack_info {
+    const char *by, *note;
+} ack_info_t;
+
+static void ack_members(ccgw_jw_t *w, const void *ctx)
+{
+    const ack_info_t *k = ctx;
+    ccgw_jw_key(w, "by");
+    ccgw_jw_string(w, k->by);
+    ccgw_jw_key(w, "note");
+    if (k->note)
+        ccgw_jw_string(w, k->note);
+    else
+        ccgw_jw_null(w);
+}
+
+int ccgw_device_alarm_ack(ccgw_device_t *d, const char *code, const char *by, const char *note,
+                          char acked_at[CCGW_TS_LEN], char *why, size_t whylen)
+{
+    if (!d || !code || !by || !*by) {
+        snprintf(why, whylen, "'code' and 'by' are required");
+        return CCGW_EINVAL;
     }
-    alarm_t a = d->alarms[i];
-    d->alarms[i] = d->alarms[--d->n_alarms];
-    /* the event first, then the empty retained payload */
-    char topic[512];
-    snprintf(topic, sizeof topic, "%s/event/alarm.cleared", d->topic_base);
+    pthread_mutex_lock(&d->lock);
+    alarm_t *a = alarm_find_locked(d, code, NULL);
+    int rc = CCGW_OK;
+    if (!a) {
+        snprintf(why, whylen, "no active alarm '%.100s' on %s", code, d->key);
+        rc = CCGW_ENOTFOUND;
+    } else if (a->acked) {
+        snprintf(why, whylen, "alarm '%.100s' on %s was already acknowledged by %.100s at %s", code, d->key,
+                 a->acked_by ? a->acked_by : "?", a->acked_at);
+        rc = CCGW_ESTATE;
+    } else {
+        char *nb = strdup(by), *nn = dup_str(note);
+        if (!nb || (note && !nn)) {
+            free(nb);
+            free(nn);
+            snprintf(why, whylen, "out of memory");
+            rc = CCGW_ENOMEM;
+        } else {
+            a->acked = true;
+            a->acked_by = nb;
+            a->ack_note = nn;
+            ccgw_ts_now(a->acked_at);
+            memcpy(acked_at, a->acked_at, CCGW_TS_LEN);
+            alarm_publish_locked(d, a);
+            ack_info_t k = {by, note};
+            alarm_event_locked(d, "alarm.acknowledged", a, NULL, ack_members, &k);
+            alarm_persist_locked(d, a);
+        }
+    }
+    pthread_mutex_unlock(&d->lock);
+    return rc;
+}
+
+/* ---- alarm rules ---- */
+
+static void fmt_num(char *buf, size_t len, double v) { snprintf(buf, len, "%.10g", v); }
+
+/* Apply one engine decision to its device. Called WITHOUT d->lock. */
+static void apply_decision(ccgw_device_t *d, const ccgw_alarm_decision_t *x)
+{
+    const ccgw_alarm_rule_t *r = x->rule;
+    bool is_bool = ccgw_rule_is_bool(r->type);
+    if (x->action == CCGW_ALARM_SUPPRESSED) {
+        CLOG_INFO("alarms", "rule %s on %s: raise suppressed by min_interval_s %g (%llu suppressed since the last raise)",
+                  r->code, d->key, r->min_interval_s, (unsigned long long)x->suppressed);
+        return;
+    }
+    char v[40], t[40];
+    fmt_num(v, sizeof v, x->value);
+    fmt_num(t, sizeof t, r->threshold);
+    if (x->action == CCGW_ALARM_CLEAR) {
+        char msg[300];
+        if (is_bool)
+            snprintf(msg, sizeof msg, "%s is %s again", r->value, x->value != 0 ? "true" : "false");
+        else
+            snprintf(msg, sizeof msg, "%s %s back within limits (%s %s, deadband %g)", r->value, v,
+                     r->type == CCGW_RULE_HIGH || r->type == CCGW_RULE_HIGH_HIGH ? "<" : ">", t, r->deadband);
+        pthread_mutex_lock(&d->lock);
+        size_t i;
+        alarm_t *a = alarm_find_locked(d, r->code, &i);
+        bool mine = a && a->rule == r;
+        if (mine)
+            alarm_clear_locked(d, i, msg);
+        pthread_mutex_unlock(&d->lock);
+        if (mine)
+            CLOG_INFO("alarms", "rule %s on %s: cleared (%s)", r->code, d->key, msg);
+        return;
+    }
+    char msg[600];
+    if (r->message)
+        snprintf(msg, sizeof msg, "%s", r->message);
+    else if (is_bool)
+        snprintf(msg, sizeof msg, "%s is %s", r->value, x->value != 0 ? "true" : "false");
+    else
+        snprintf(msg, sizeof msg, "%s %s %s %s", r->value, v,
+                 r->type == CCGW_RULE_HIGH || r->type == CCGW_RULE_HIGH_HIGH ? ">=" : "<=", t);
     ccgw_jw_t w;
     ccgw_jw_init(&w);
-    begin_envelope(&w, d, CCGW_KIND_EVENT);
-    ccgw_jw_key(&w, "type");
-    ccgw_jw_string(&w, "alarm.cleared");
-    ccgw_jw_key(&w, "data");
     ccgw_jw_begin_object(&w);
-    ccgw_jw_key(&w, "code");
-    ccgw_jw_string(&w, code);
-    ccgw_jw_key(&w, "severity");
-    ccgw_jw_string(&w, sev_name(a.severity));
-    ccgw_jw_key(&w, "message");
-    ccgw_jw_string(&w, message ? message : a.message);
-    ccgw_jw_key(&w, "raised_at");
-    ccgw_jw_string(&w, a.raised_at);
+    ccgw_jw_key(&w, "point");
+    ccgw_jw_string(&w, r->value);
+    ccgw_jw_key(&w, "value");
+    if (is_bool)
+        ccgw_jw_bool(&w, x->value != 0);
+    else
+        ccgw_jw_double(&w, x->value);
+    ccgw_jw_key(&w, "type");
+    ccgw_jw_string(&w, ccgw_rule_type_name(r->type));
+    if (!is_bool) {
+        ccgw_jw_key(&w, "threshold");
+        ccgw_jw_double(&w, r->threshold);
+        ccgw_jw_key(&w, "deadband");
+        ccgw_jw_double(&w, r->deadband);
+    }
+    ccgw_jw_key(&w, "suppressed");
+    ccgw_jw_uint(&w, x->suppressed);
     ccgw_jw_end_object(&w);
-    ccgw_jw_end_object(&w);
-    push_payload(d, CCGW_KIND_EVENT, topic, &w);
-    snprintf(topic, sizeof topic, "%s/alarm/%s", d->topic_base, code);
-    int rc = ccgw_bus_retain(d->gw->bus, CCGW_KIND_ALARM, qos_for(d->gw, CCGW_KIND_ALARM), topic, "", 0);
+    char *dj = w.error ? NULL : ccgw_jw_take(&w, NULL);
+    ccgw_jw_free(&w);
+    if (!dj)
+        return;
+    pthread_mutex_lock(&d->lock);
+    alarm_t *a = alarm_find_locked(d, r->code, NULL);
+    if (a && a->rule != r) {
+        pthread_mutex_unlock(&d->lock);
+        free(dj);
+        CLOG_WARN("alarms", "rule %s on %s: alarm %s is already active (raised by %s); not raised again", r->code,
+                  d->key, r->code, a->rule ? "another rule" : "the plugin");
+        return;
+    }
+    alarm_raise_locked(d, r->code, ccgw_rule_severity_name(r->severity), msg, dj, r);
     pthread_mutex_unlock(&d->lock);
-    free(a.code);
-    free(a.message);
-    return rc;
+    CLOG_INFO("alarms", "rule %s on %s: raised (%s)%s", r->code, d->key, msg,
+              x->suppressed ? " after suppressed raises" : "");
+}
+
+/* The rule hook: after an emit, with no device lock held. */
+static void rules_feed(ccgw_device_t *d, const ccgw_value_t *v, size_t n)
+{
+    if (!d->has_rules || !n)
+        return;
+    ccgw_alarm_decision_t *out = NULL;
+    size_t k = ccgw_alarm_engine_feed(d->gw->alarm_engine, d->class_name, d->id, v, n, ccgw_now_ms(), &out);
+    for (size_t i = 0; i < k; i++)
+        apply_decision(d, &out[i]);
+    free(out);
+}
+
+static int apply_on_device(ccgw_device_t *d, void *ctx)
+{
+    apply_decision(d, ctx);
+    return CCGW_OK;
+}
+
+void ccgw_alarms_tick(ccgw_gateway_t *gw)
+{
+    ccgw_alarm_decision_t *out = NULL;
+    size_t k = ccgw_alarm_engine_tick(gw->alarm_engine, ccgw_now_ms(), &out);
+    for (size_t i = 0; i < k; i++)
+        ccgw_registry_with(gw->registry, out[i].class_name, out[i].device, apply_on_device, &out[i]);
+    free(out);
+}
+
+/* Re-publish the alarms persisted by an earlier run for this device. */
+static void restore_alarms(ccgw_device_t *d)
+{
+    ccgw_alarm_record_t *recs = NULL;
+    size_t n = ccgw_alarm_store_take(d->gw->alarm_store, d->class_name, d->id, &recs);
+    for (size_t i = 0; i < n; i++) {
+        ccgw_alarm_record_t *r = &recs[i];
+        const ccgw_alarm_rule_t *rule = NULL;
+        bool gone = false;
+        if (r->rule) {
+            rule = ccgw_alarm_engine_restore(d->gw->alarm_engine, r->rule, d->class_name, d->id);
+            gone = rule == NULL;
+        }
+        pthread_mutex_lock(&d->lock);
+        alarm_t *a = alarm_find_locked(d, r->code, NULL) ? NULL : alarm_add_locked(d, r->code);
+        if (a) {
+            snprintf(a->severity, sizeof a->severity, "%s", r->severity ? r->severity : "major");
+            a->message = dup_str(r->message ? r->message : r->code);
+            memcpy(a->raised_at, r->raised_at, CCGW_TS_LEN);
+            a->data_json = dup_str(r->data_json ? r->data_json : "{}");
+            a->acked = r->acked;
+            a->acked_by = dup_str(r->acked_by);
+            a->ack_note = dup_str(r->ack_note);
+            memcpy(a->acked_at, r->acked_at, CCGW_TS_LEN);
+            a->rule = rule;
+            alarm_publish_locked(d, a);
+            CLOG_INFO("alarms", "restored alarm %s on %s (raised at %s%s)", r->code, d->key, r->raised_at,
+                      r->acked ? ", acknowledged" : "");
+            if (gone) {
+                size_t idx;
+                if (alarm_find_locked(d, r->code, &idx))
+                    alarm_clear_locked(d, idx, "the rule that raised it is no longer configured");
+            }
+        }
+        pthread_mutex_unlock(&d->lock);
+        ccgw_alarm_record_clear(r);
+    }
+    free(recs);
+}
+
+void ccgw_alarms_expire_restored(ccgw_gateway_t *gw)
+{
+    ccgw_alarm_record_t *recs = NULL;
+    size_t n = ccgw_alarm_store_expire(gw->alarm_store, &recs);
+    for (size_t i = 0; i < n; i++) {
+        ccgw_alarm_record_t *r = &recs[i];
+        char topic[512], ts[CCGW_TS_LEN];
+        ccgw_ts_now(ts);
+        ccgw_jw_t w;
+        ccgw_jw_init(&w);
+        ccgw_jw_begin_object(&w);
+        ccgw_jw_key(&w, "ts");
+        ccgw_jw_string(&w, ts);
+        ccgw_jw_key(&w, "site");
+        ccgw_jw_string(&w, gw->cfg->site);
+        ccgw_jw_key(&w, "class");
+        ccgw_jw_string(&w, r->class_name);
+        ccgw_jw_key(&w, "device");
+        ccgw_jw_string(&w, r->device);
+        ccgw_jw_key(&w, "boot");
+        ccgw_jw_string(&w, gw->boot);
+        ccgw_jw_key(&w, "type");
+        ccgw_jw_string(&w, "alarm.cleared");
+        ccgw_jw_key(&w, "data");
+        ccgw_jw_begin_object(&w);
+        ccgw_jw_key(&w, "code");
+        ccgw_jw_string(&w, r->code);
+        ccgw_jw_key(&w, "severity");
+        ccgw_jw_string(&w, r->severity ? r->severity : "major");
+        ccgw_jw_key(&w, "message");
+        ccgw_jw_string(&w, "the device was not declared again after a restart");
+        ccgw_jw_key(&w, "raised_at");
+        ccgw_jw_string(&w, r->raised_at);
+        ccgw_jw_end_object(&w);
+        ccgw_jw_end_object(&w);
+        snprintf(topic, sizeof topic, "%s/%s/%s/event/alarm.cleared", gw->site_base, r->class_name, r->device);
+        ccgw_msg_t *m = w.error ? NULL
+                                : ccgw_msg_new(CCGW_KIND_EVENT, gw->cfg->mqtt.qos_event, topic, w.buf, w.len, NULL, 0);
+        if (m)
+            ccgw_bus_push(gw->bus, m);
+        ccgw_jw_free(&w);
+        snprintf(topic, sizeof topic, "%s/%s/%s/alarm/%s", gw->site_base, r->class_name, r->device, r->code);
+        ccgw_bus_retain(gw->bus, CCGW_KIND_ALARM, gw->cfg->mqtt.qos_alarm, topic, "", 0);
+        CLOG_INFO("alarms", "restored alarm %s on %s/%s cleared: the device was not declared again", r->code,
+                  r->class_name, r->device);
+        ccgw_alarm_record_clear(r);
+    }
+    free(recs);
 }
 
 /* ---- instance-wide ---- */
@@ -771,10 +1164,8 @@ static void device_free(ccgw_device_t *d)
         free(d->attrs[i].json);
     }
     free(d->attrs);
-    for (size_t i = 0; i < d->n_alarms; i++) {
-        free(d->alarms[i].code);
-        free(d->alarms[i].message);
-    }
+    for (size_t i = 0; i < d->n_alarms; i++)
+        alarm_free_members(&d->alarms[i]);
     free(d->alarms);
     pthread_mutex_destroy(&d->lock);
     device_free_names(d);

@@ -11,6 +11,8 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "alarm_engine.h"
+#include "alarm_store.h"
 #include "ccgw_version.h"
 #include "device.h"
 #include "instance.h"
@@ -76,8 +78,10 @@ ccgw_gateway_t *ccgw_gateway_new(ccgw_gateway_config_t *cfg, ccgw_loader_t *load
     gw->will_payload = ccgw_jw_take(&w, NULL);
     gw->registry = ccgw_registry_new();
     gw->bus = ccgw_bus_new((size_t)cfg->queue_size, cfg->backpressure_ms);
+    gw->alarm_engine = ccgw_alarm_engine_new(cfg->alarms.rules, cfg->alarms.n_rules);
+    gw->alarm_store = ccgw_alarm_store_open(cfg->alarms.persist ? cfg->data_dir : NULL);
     if (!gw->site_base || !gw->gw_base || !gw->status_topic || !gw->will_payload || !gw->registry ||
-        !gw->bus) {
+        !gw->bus || !gw->alarm_engine || !gw->alarm_store) {
         ccgw_gateway_free(gw);
         return NULL;
     }
@@ -153,6 +157,10 @@ int ccgw_gateway_start(ccgw_gateway_t *gw)
         return CCGW_EIO;
     if (!gw->mqtt)
         CLOG_WARN("gateway", "mqtt is disabled: nothing is published to a broker");
+    if (ccgw_alarm_store_start(gw->alarm_store) != 0)
+        CLOG_ERROR("alarms", "cannot start the alarm store writer: alarms are not persisted");
+    if (gw->cfg->alarms.n_rules)
+        CLOG_INFO("alarms", "%zu alarm rule(s)", gw->cfg->alarms.n_rules);
     size_t running = 0, failed = 0;
     for (size_t i = 0; i < gw->n_instances; i++) {
         int rc = ccgw_instance_start(gw->instances[i], START_TIMEOUT_MS);
@@ -183,6 +191,12 @@ int ccgw_gateway_run(ccgw_gateway_t *gw)
         }
         if (sig == SIGHUP)
             CLOG_WARN("gateway", "SIGHUP: live reload is not available in this version; restart to apply changes");
+        ccgw_alarms_tick(gw);
+        if (!gw->restored_expired &&
+            ccgw_now_ms() - gw->started_ms >= (uint64_t)gw->cfg->alarms.restore_grace_s * 1000u) {
+            gw->restored_expired = true;
+            ccgw_alarms_expire_restored(gw);
+        }
         if (sig < 0 && errno != EAGAIN && errno != EINTR) {
             CLOG_ERROR("gateway", "sigtimedwait: %s", strerror(errno));
             return 1;
@@ -195,6 +209,7 @@ void ccgw_gateway_stop(ccgw_gateway_t *gw)
     atomic_store(&gw->stopping, true);
     for (size_t i = gw->n_instances; i-- > 0;)
         ccgw_instance_stop(gw->instances[i]);
+    ccgw_alarm_store_stop(gw->alarm_store); /* the last write of the active alarms */
     ccgw_gateway_publish_status(gw, false, "shutdown");
     /* wait for the broker's acknowledgements; not for a broker never reached */
     int flush_ms = FLUSH_TIMEOUT_MS;
@@ -226,6 +241,8 @@ void ccgw_gateway_free(ccgw_gateway_t *gw)
     ccgw_mqtt_free(gw->mqtt);
     ccgw_bus_free(gw->bus);
     ccgw_registry_free(gw->registry);
+    ccgw_alarm_store_free(gw->alarm_store);
+    ccgw_alarm_engine_free(gw->alarm_engine);
     free(gw->site_base);
     free(gw->gw_base);
     free(gw->status_topic);

@@ -14,9 +14,12 @@
 #include <stdbool.h>
 
 #include "bus.h"
+#include "ccgw/ccgw.h"
 #include "config.h"
 
 typedef struct ccgw_loader ccgw_loader_t;
+typedef struct ccgw_alarm_engine ccgw_alarm_engine_t;
+typedef struct ccgw_alarm_store ccgw_alarm_store_t;
 typedef struct ccgw_registry ccgw_registry_t;
 typedef struct ccgw_mqtt ccgw_mqtt_t;
 
@@ -31,6 +34,9 @@ typedef struct ccgw_gateway {
     char *gw_base;                /* "{prefix}/{site}/gateway/{id}" */
     char *status_topic;
     char *will_payload;
+    ccgw_alarm_engine_t *alarm_engine; /* the config's alarm rules (alarm_engine.c) */
+    ccgw_alarm_store_t *alarm_store;   /* active alarms persisted in data_dir (alarm_store.c) */
+    bool restored_expired;             /* the restore grace period is over */
     struct ccgw_instance **instances;
     size_t n_instances;
     atomic_bool stopping;
@@ -50,5 +56,19 @@ void ccgw_gateway_free(ccgw_gateway_t *gw);
 
 /* Publish the retained gateway status (online or not, with a reason). */
 void ccgw_gateway_publish_status(ccgw_gateway_t *gw, bool online, const char *reason);
+
+/* ---- alarms (implemented in device.c, where the devices' alarms live) ---- */
+
+/* Acknowledge the active alarm `code` of dev (by required, note may be
+ * NULL): the retained payload gains state acknowledged / acked_by /
+ * acked_at, event alarm.acknowledged, persisted. CCGW_OK (acked_at
+ * filled), CCGW_ENOTFOUND (not active), CCGW_ESTATE (already acknowledged),
+ * with the reason in why. */
+int ccgw_device_alarm_ack(ccgw_device_t *dev, const char *code, const char *by, const char *note,
+                          char acked_at[25], char *why, size_t whylen);
+/* Let alarm rule delays expire without new samples (about once a second). */
+void ccgw_alarms_tick(ccgw_gateway_t *gw);
+/* Clear the restored alarms whose device was not declared again. */
+void ccgw_alarms_expire_restored(ccgw_gateway_t *gw);
 
 #endif

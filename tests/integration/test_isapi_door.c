@@ -153,7 +153,7 @@ static int setup(void **state)
     setenv("CCGW_IT_ISAPI_PASSWORD", "s3cret", 1);
     char yaml[4096], path[PATH_MAX];
     snprintf(yaml, sizeof yaml,
-             "gateway: {site: hq, id: gw1, plugin_dirs: [\"%s\"]}\n"
+             "gateway: {site: hq, id: gw1, data_dir: data, plugin_dirs: [\"%s\"]}\n"
              "mqtt: {port: %d}\n"
              "instances:\n"
              "  - id: doors\n"

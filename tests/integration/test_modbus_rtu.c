@@ -58,7 +58,7 @@ static int setup(void **state)
         return -1;
     char yaml[16384], path[4096];
     snprintf(yaml, sizeof yaml,
-             "gateway: {site: hq, id: gw1, plugin_dirs: [\"%s\"]}\n"
+             "gateway: {site: hq, id: gw1, data_dir: data, plugin_dirs: [\"%s\"]}\n"
              "mqtt: {port: %d}\n"
              "instances:\n"
              "  - id: rtu-bus\n"

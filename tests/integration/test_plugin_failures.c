@@ -42,6 +42,7 @@ static int setup(void **state)
              "gateway:\n"
              "  site: hq\n"
              "  id: gw1\n"
+             "  data_dir: data\n"
              "  plugin_dirs: [\"%s\"]\n"
              "mqtt:\n"
              "  port: %d\n"
@@ -141,7 +142,7 @@ static void check_config_names_refused_plugin(void **state)
     int st = h_run(E, "check", argv, h_scaled(20000), &out, &err);
     H_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 1, "--check-config exit 1, got %d; %s", st, err ? err : "");
     char want[sizeof CONFIG + 64];
-    snprintf(want, sizeof want, "%s:19:13: plugin 'bad_abi_major':", CONFIG);
+    snprintf(want, sizeof want, "%s:20:13: plugin 'bad_abi_major':", CONFIG);
     H_ASSERT(err && strstr(err, want), "want '%s' in: %s", want, err ? err : "");
     free(out);
     free(err);

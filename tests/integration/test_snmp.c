@@ -153,7 +153,7 @@ static int setup(void **state)
 
     char yaml[8192];
     snprintf(yaml, sizeof yaml,
-             "gateway: {site: hq, id: gw1, plugin_dirs: [\"%s\"]}\n"
+             "gateway: {site: hq, id: gw1, data_dir: data, plugin_dirs: [\"%s\"]}\n"
              "mqtt: {port: %d}\n"
              "instances:\n"
              "  - id: power\n"

@@ -21,7 +21,7 @@ printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest
 for _ in $(seq 1 50); do grep -q LISTENING "$DIR/sim.out" 2>/dev/null && break; sleep 0.1; done
 MB=$(sed -n 's/^LISTENING tcp [0-9.]*:\([0-9]*\)$/\1/p' "$DIR/sim.out")
 cat > "$DIR/ccgw.yaml" <<YAML
-gateway: {site: hq, id: gw1, plugin_dirs: ["$PLUGINS"]}
+gateway: {site: hq, id: gw1, data_dir: "$DIR/data", plugin_dirs: ["$PLUGINS"]}
 mqtt: {port: $MQTT}
 instances:
   - id: room

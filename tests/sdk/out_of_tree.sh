@@ -304,6 +304,7 @@ if command -v mosquitto_sub >/dev/null && [ -x /usr/sbin/mosquitto ]; then
 gateway:
   site: sdk-test
   id: gw1
+  data_dir: $TMP/data
   plugin_dirs:
     - $DIR_CMAKE
 mqtt:

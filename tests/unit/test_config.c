@@ -288,7 +288,7 @@ static void test_unknown_key_top_level(void **state)
                                       "http:\n"           /* 4 */
                                       "  listen: 8080\n");/* 5 */
     assert_ndiags(cfg, 1);
-    assert_diag(cfg, "t.yaml:4:1: unknown key 'http' in the top level (known: gateway, mqtt, instances)");
+    assert_diag(cfg, "t.yaml:4:1: unknown key 'http' in the top level (known: gateway, mqtt, alarms, instances)");
     ccgw_gateway_config_free(cfg);
 }
 
