@@ -86,7 +86,7 @@ static size_t varbind_data(netsnmp_pdu *pdu, ccgw_value_t *vals, char (*names)[1
 
 static void handle_trap(snmp_t *s, netsnmp_pdu *pdu, const char *src)
 {
-    uint32_t toid[SNMP_OID_MAX];
+    uint32_t toid[SNMP_OID_MAX] = {0};
     size_t tlen = 0;
     if (pdu->command == SNMP_MSG_TRAP) {
         /* v1: enterprise.0.specific, or the generic trap's snmpTraps OID */

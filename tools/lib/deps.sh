@@ -5,6 +5,8 @@
 #   ccgw_install_deps run         mosquitto broker and clients
 #   ccgw_install_deps test        cmocka, clang + libFuzzer runtime, Modbus tools, NUT (upsd, dummy-ups),
 #                                 snmpd and snmptrap (snmp)
+#   ccgw_install_deps demo        what tools/run-demo starts besides mosquitto: NUT (upsd, dummy-ups),
+#                                 snmpd and snmptrap (snmp), curl (the door simulator's hooks)
 
 CCGW_PKGS_BUILD=(build-essential cmake pkg-config libyaml-dev libmosquitto-dev libjansson-dev
                  libmodbus-dev libssl-dev libsnmp-dev libcurl4-openssl-dev)
@@ -12,6 +14,7 @@ CCGW_PKGS_RUN=(mosquitto mosquitto-clients)
 CCGW_PKGS_TEST=(libcmocka-dev clang openssl libclang-rt-14-dev mbpoll socat python3 python3-pymodbus
                 python3-serial procps valgrind nut-server nut-client
                 snmpd snmp)
+CCGW_PKGS_DEMO=(nut-server nut-client snmpd snmp curl mbpoll)
 
 ccgw_install_deps() {
     local want=() missing=() p
@@ -20,6 +23,7 @@ ccgw_install_deps() {
             build) want+=("${CCGW_PKGS_BUILD[@]}") ;;
             run) want+=("${CCGW_PKGS_RUN[@]}") ;;
             test) want+=("${CCGW_PKGS_TEST[@]}") ;;
+            demo) want+=("${CCGW_PKGS_DEMO[@]}") ;;
             *) echo "deps.sh: unknown group '$group'" >&2; return 2 ;;
         esac
     done

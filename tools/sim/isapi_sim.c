@@ -207,7 +207,7 @@ static void respond(conn_t *c, int code, const char *status, const char *ctype, 
 static void respond_status(conn_t *c, int http, const char *hstatus, const char *url, int code,
                            const char *str, const char *sub)
 {
-    char body[1024];
+    char body[4096];
     snprintf(body, sizeof body,
              "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
              "<ResponseStatus version=\"2.0\" xmlns=\"http://www.isapi.org/ver20/XMLSchema\">\n"
