@@ -1002,6 +1002,44 @@ int h_gw_write_config(h_env *env, const char *file, const h_gw_opts *o, char *pa
     return rc;
 }
 
+int h_broker_and_watcher(h_env *env, h_broker **b, h_mqtt **s)
+{
+    *b = env ? h_broker_start(env, 0) : NULL;
+    *s = *b ? h_mqtt_new((*b)->port, "watcher") : NULL;
+    if (!*s || h_mqtt_sub(*s, H_PREFIX "/#", 1) != 0) {
+        h_log("broker or watcher did not start");
+        return -1;
+    }
+    return 0;
+}
+
+h_proc *h_gw_start_yaml(h_env *env, const char *yaml, char *path, size_t len, int64_t *t0)
+{
+    char own[PATH_MAX];
+    if (!path) {
+        path = own;
+        len = sizeof own;
+    }
+    h_env_path(env, "ccgw.yaml", path, len);
+    if (h_write_file(path, yaml) != 0)
+        return NULL;
+    if (t0)
+        *t0 = h_now_ms();
+    return h_gw_start(env, path);
+}
+
+void h_rig_teardown(h_env *env, h_broker *b, h_mqtt *s, h_proc *gw, h_proc *const *peers, size_t n_peers)
+{
+    if (gw)
+        h_proc_stop(gw, 8000);
+    for (size_t i = 0; i < n_peers; i++)
+        if (peers[i])
+            h_proc_stop(peers[i], 3000);
+    h_mqtt_free(s);
+    h_broker_free(b);
+    h_env_free(env);
+}
+
 h_proc *h_gw_start(h_env *env, const char *config_path)
 {
     const char *argv[] = {CCGW_BIN, "--config", config_path, NULL};

@@ -206,6 +206,7 @@ int h_gw_write_config(h_env *env, const char *file, const h_gw_opts *o, char *pa
 /* Runs CCGW_BIN --config path (log: DIR/ccgw.N.log). */
 h_proc *h_gw_start(h_env *env, const char *config_path);
 
+
 /* ---- MQTT v5 client --------------------------------------------------------- */
 
 typedef struct h_msg {
@@ -260,6 +261,19 @@ bool h_mqtt_connected(h_mqtt *c);
 /* Prints the last `max` received messages matching filter (diagnostics). */
 void h_mqtt_dump(h_mqtt *c, size_t from, const char *filter, int max);
 void h_mqtt_free(h_mqtt *c);
+
+/* ---- the rig of tests that write their own YAML ------------------------------ */
+
+/* A broker on a free port and a watcher client subscribed to ccgw/v1/# (QoS 1).
+ * 0, or -1 (logged; *b and *s hold what was made, for h_rig_teardown). */
+int h_broker_and_watcher(h_env *env, h_broker **b, h_mqtt **s);
+/* Writes `yaml` as ccgw.yaml in the env dir (full path into path, may be
+ * NULL) and starts ccgw on it; *t0 (may be NULL) gets the start time. */
+h_proc *h_gw_start_yaml(h_env *env, const char *yaml, char *path, size_t len, int64_t *t0);
+/* Stops in order: ccgw (SIGTERM, 8 s grace), then each peer (3 s grace) of
+ * the NULL-terminated list (NULL entries before the end are skipped: pass
+ * the count), the watcher, the broker, and frees the env. Any may be NULL. */
+void h_rig_teardown(h_env *env, h_broker *b, h_mqtt *s, h_proc *gw, h_proc *const *peers, size_t n_peers);
 
 /* ---- the usual rig ---------------------------------------------------------- */
 

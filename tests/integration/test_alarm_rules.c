@@ -81,9 +81,7 @@ static int setup(void **state)
     (void)state;
     E = h_env_new("alarm_rules");
     h_current_env = E;
-    B = E ? h_broker_start(E, 0) : NULL;
-    S = B ? h_mqtt_new(B->port, "watcher") : NULL;
-    if (!S || h_mqtt_sub(S, H_PREFIX "/#", 1) != 0 || write_config(20) != 0)
+    if (h_broker_and_watcher(E, &B, &S) != 0 || write_config(20) != 0)
         return -1;
     G = h_gw_start(E, CONFIG);
     return G ? 0 : -1;
@@ -92,14 +90,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    if (G)
-        h_proc_stop(G, 8000);
-    h_mqtt_free(S);
-    if (B) {
-        h_broker_stop(B);
-        h_broker_free(B);
-    }
-    h_env_free(E);
+    h_rig_teardown(E, B, S, G, NULL, 0);
     return 0;
 }
 

@@ -142,9 +142,7 @@ static int setup(void **state)
     PORT_B = SIM_B ? sim_port(SIM_B) : -1;
     if (PORT_A <= 0 || PORT_B <= 0)
         return -1;
-    B = h_broker_start(E, 0);
-    S = B ? h_mqtt_new(B->port, "watcher") : NULL;
-    if (!S || h_mqtt_sub(S, H_PREFIX "/#", 1) != 0)
+    if (h_broker_and_watcher(E, &B, &S) != 0)
         return -1;
     char pw[PATH_MAX];
     h_env_path(E, "bad-password", pw, sizeof pw);
@@ -169,28 +167,15 @@ static int setup(void **state)
              "           password: !env CCGW_IT_ISAPI_PASSWORD, heartbeat_timeout_s: 2,\n"
              "           reconnect_min_ms: 100, reconnect_max_ms: 500, timeout_ms: 1000}\n",
              CCGW_PLUGIN_DIR, B->port, PORT_A, PORT_A, PORT_B);
-    h_env_path(E, "ccgw.yaml", path, sizeof path);
-    if (h_write_file(path, yaml) != 0)
-        return -1;
-    G = h_gw_start(E, path);
+    G = h_gw_start_yaml(E, yaml, path, sizeof path, NULL);
     return G ? 0 : -1;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    if (G)
-        h_proc_stop(G, 8000);
-    if (SIM_A)
-        h_proc_stop(SIM_A, 3000);
-    if (SIM_B && h_proc_alive(SIM_B))
-        h_proc_stop(SIM_B, 3000);
-    h_mqtt_free(S);
-    if (B) {
-        h_broker_stop(B);
-        h_broker_free(B);
-    }
-    h_env_free(E);
+    h_proc *const peers[] = {SIM_A, SIM_B};
+    h_rig_teardown(E, B, S, G, peers, 2);
     return 0;
 }
 

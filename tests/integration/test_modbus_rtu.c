@@ -52,9 +52,7 @@ static int setup(void **state)
     if (access(PTY_GW, F_OK) != 0)
         return -1;
     SIM = start_sim();
-    B = SIM ? h_broker_start(E, 0) : NULL;
-    S = B ? h_mqtt_new(B->port, "watcher") : NULL;
-    if (!S || h_mqtt_sub(S, H_PREFIX "/#", 1) != 0)
+    if (!SIM || h_broker_and_watcher(E, &B, &S) != 0)
         return -1;
     char yaml[16384], path[4096];
     snprintf(yaml, sizeof yaml,
@@ -96,28 +94,15 @@ static int setup(void **state)
              "            - {name: water_leak, table: discrete, address: 0, type: bool, alarm: {code: water_leak, severity: critical}}\n"
              "            - {name: test.force_water_leak, table: holding, address: 10, type: bool, publish: none, writable: true}\n",
              CCGW_PLUGIN_DIR, B->port, PTY_GW, PTY_GW);
-    h_env_path(E, "ccgw.yaml", path, sizeof path);
-    if (h_write_file(path, yaml) != 0)
-        return -1;
-    T0 = h_now_ms();
-    G = h_gw_start(E, path);
+    G = h_gw_start_yaml(E, yaml, path, sizeof path, &T0);
     return G ? 0 : -1;
 }
 
 static int teardown(void **state)
 {
-    if (G)
-        h_proc_stop(G, 8000);
-    if (SIM)
-        h_proc_stop(SIM, 3000);
-    if (SOCAT)
-        h_proc_stop(SOCAT, 3000);
-    h_mqtt_free(S);
-    if (B) {
-        h_broker_stop(B);
-        h_broker_free(B);
-    }
-    h_env_free(E);
+    (void)state;
+    h_proc *const peers[] = {SIM, SOCAT};
+    h_rig_teardown(E, B, S, G, peers, 2);
     return 0;
 }
 

@@ -164,9 +164,7 @@ static int setup(void **state)
 
     DRV = start_driver();
     UPSD = DRV ? start_upsd() : NULL;
-    B = UPSD ? h_broker_start(E, 0) : NULL;
-    S = B ? h_mqtt_new(B->port, "watcher") : NULL;
-    if (!S || h_mqtt_sub(S, H_PREFIX "/#", 1) != 0)
+    if (!UPSD || h_broker_and_watcher(E, &B, &S) != 0)
         return -1;
 
     char yaml[8192], path[PATH_MAX];
@@ -199,29 +197,15 @@ static int setup(void **state)
              "              id: room1-ups-badlogin\n"
              "              allowed_commands: [load.off]\n",
              CCGW_PLUGIN_DIR, B->port, NUT_PORT, NUT_PORT);
-    h_env_path(E, "ccgw.yaml", path, sizeof path);
-    if (h_write_file(path, yaml) != 0)
-        return -1;
-    T0 = h_now_ms();
-    G = h_gw_start(E, path);
+    G = h_gw_start_yaml(E, yaml, path, sizeof path, &T0);
     return G ? 0 : -1;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    if (G)
-        h_proc_stop(G, 8000);
-    if (UPSD)
-        h_proc_stop(UPSD, 3000);
-    if (DRV)
-        h_proc_stop(DRV, 3000);
-    h_mqtt_free(S);
-    if (B) {
-        h_broker_stop(B);
-        h_broker_free(B);
-    }
-    h_env_free(E);
+    h_proc *const peers[] = {UPSD, DRV};
+    h_rig_teardown(E, B, S, G, peers, 2);
     return 0;
 }
 

@@ -33,9 +33,7 @@ static int64_t T0;
 static int setup(void **state)
 {
     E = h_env_new("plugin_failures");
-    B = E ? h_broker_start(E, 0) : NULL;
-    S = B ? h_mqtt_new(B->port, "watcher") : NULL;
-    if (!S || h_mqtt_sub(S, H_PREFIX "/#", 1) != 0)
+    if (h_broker_and_watcher(E, &B, &S) != 0)
         return -1;
     char yaml[2048];
     snprintf(yaml, sizeof yaml,
@@ -60,24 +58,14 @@ static int setup(void **state)
              "  - id: abi\n"
              "    plugin: bad_abi_major\n",
              TEST_PLUGIN_DIR, B->port);
-    h_env_path(E, "ccgw.yaml", CONFIG, sizeof CONFIG);
-    if (h_write_file(CONFIG, yaml) != 0)
-        return -1;
-    T0 = h_now_ms();
-    G = h_gw_start(E, CONFIG);
+    G = h_gw_start_yaml(E, yaml, CONFIG, sizeof CONFIG, &T0);
     return G ? 0 : -1;
 }
 
 static int teardown(void **state)
 {
-    if (G)
-        h_proc_stop(G, 8000);
-    h_mqtt_free(S);
-    if (B) {
-        h_broker_stop(B);
-        h_broker_free(B);
-    }
-    h_env_free(E);
+    (void)state;
+    h_rig_teardown(E, B, S, G, NULL, 0);
     return 0;
 }
 

@@ -146,9 +146,7 @@ static int setup(void **state)
     if (h_write_file(path, conf) != 0)
         return -1;
     SNMPD = start_snmpd();
-    B = SNMPD ? h_broker_start(E, 0) : NULL;
-    S = B ? h_mqtt_new(B->port, "watcher") : NULL;
-    if (!S || h_mqtt_sub(S, H_PREFIX "/#", 1) != 0)
+    if (!SNMPD || h_broker_and_watcher(E, &B, &S) != 0)
         return -1;
 
     char yaml[8192];
@@ -207,27 +205,15 @@ static int setup(void **state)
              "               alarm: {code: high_temperature, severity: major, above: 30}}\n"
              "            - {oid: .1.3.6.1.4.1.99999.1.2.0, name: running, type: int, publish: state}\n",
              CCGW_PLUGIN_DIR, B->port, TRAP_PORT, SNMP_PORT, SNMP_PORT, SNMP_PORT, SNMP_PORT);
-    h_env_path(E, "ccgw.yaml", path, sizeof path);
-    if (h_write_file(path, yaml) != 0)
-        return -1;
-    T0 = h_now_ms();
-    G = h_gw_start(E, path);
+    G = h_gw_start_yaml(E, yaml, path, sizeof path, &T0);
     return G ? 0 : -1;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    if (G)
-        h_proc_stop(G, 8000);
-    if (SNMPD)
-        h_proc_stop(SNMPD, 3000);
-    h_mqtt_free(S);
-    if (B) {
-        h_broker_stop(B);
-        h_broker_free(B);
-    }
-    h_env_free(E);
+    h_proc *const peers[] = {SNMPD};
+    h_rig_teardown(E, B, S, G, peers, 1);
     return 0;
 }
 
