@@ -37,6 +37,8 @@ struct ccgw_bus {
     pthread_t thread;
     ccgw_sink_t sink;
     bool has_sink;
+    ccgw_bus_tap_fn tap;
+    void *tap_ctx;
     /* retained cache */
     pthread_mutex_t cache_lock;
     ccgw_retained_t **buckets;
@@ -140,6 +142,12 @@ void ccgw_bus_set_sink(ccgw_bus_t *b, const ccgw_sink_t *sink)
     }
 }
 
+void ccgw_bus_set_tap(ccgw_bus_t *b, ccgw_bus_tap_fn fn, void *ctx)
+{
+    b->tap = fn;
+    b->tap_ctx = ctx;
+}
+
 void ccgw_bus_wake(ccgw_bus_t *b)
 {
     pthread_mutex_lock(&b->lock);
@@ -223,6 +231,8 @@ int ccgw_bus_push(ccgw_bus_t *b, ccgw_msg_t *m)
 {
     if (!m)
         return CCGW_ENOMEM;
+    if (b->tap)
+        b->tap(b->tap_ctx, m);
     pthread_mutex_lock(&b->lock);
     if (b->stopping) {
         pthread_mutex_unlock(&b->lock);
@@ -256,32 +266,38 @@ int ccgw_bus_push(ccgw_bus_t *b, ccgw_msg_t *m)
 int ccgw_bus_retain(ccgw_bus_t *b, ccgw_kind_t kind, int qos, const char *topic,
                     const char *payload, size_t len)
 {
-    pthread_mutex_lock(&b->cache_lock);
-    ccgw_retained_t *e = cache_get(b, topic, kind, qos);
-    if (!e) {
-        pthread_mutex_unlock(&b->cache_lock);
-        return CCGW_ENOMEM;
-    }
+    ccgw_msg_t *m = ccgw_msg_new(kind, qos, topic, payload, len, NULL, 0);
     char *copy = malloc(len + 1);
     if (!copy) {
-        pthread_mutex_unlock(&b->cache_lock);
+        ccgw_msg_free(m);
         return CCGW_ENOMEM;
     }
     memcpy(copy, payload, len);
     copy[len] = '\0';
+    pthread_mutex_lock(&b->cache_lock);
+    ccgw_retained_t *e = cache_get(b, topic, kind, qos);
+    if (!e) {
+        pthread_mutex_unlock(&b->cache_lock);
+        free(copy);
+        ccgw_msg_free(m);
+        return CCGW_ENOMEM;
+    }
     free(e->payload);
     e->payload = copy;
     e->len = len;
     e->qos = qos;
     e->version++;
     uint64_t version = e->version;
-    pthread_mutex_unlock(&b->cache_lock);
-
-    ccgw_msg_t *m = ccgw_msg_new(kind, qos, topic, payload, len, NULL, 0);
-    pthread_mutex_lock(&b->lock);
-    if (m && b->depth < b->limit && !b->stopping) {
+    if (m) {
         m->entry = e;
         m->version = version;
+        if (b->tap)
+            b->tap(b->tap_ctx, m);
+    }
+    pthread_mutex_unlock(&b->cache_lock);
+
+    pthread_mutex_lock(&b->lock);
+    if (m && b->depth < b->limit && !b->stopping) {
         enqueue_locked(b, m);
         pthread_mutex_unlock(&b->lock);
         return CCGW_OK;
@@ -315,6 +331,23 @@ void ccgw_bus_retained_foreach(ccgw_bus_t *b,
         if (e->len > 0)
             fn(ctx, e->kind, e->topic, e->payload, e->len);
     pthread_mutex_unlock(&b->cache_lock);
+}
+
+void ccgw_bus_with_cache_locked(ccgw_bus_t *b, void (*fn)(void *ctx), void *ctx)
+{
+    pthread_mutex_lock(&b->cache_lock);
+    fn(ctx);
+    pthread_mutex_unlock(&b->cache_lock);
+}
+
+void ccgw_bus_retained_each_locked(ccgw_bus_t *b,
+                                   void (*fn)(void *ctx, ccgw_kind_t kind, const char *topic,
+                                              const char *payload, size_t len),
+                                   void *ctx)
+{
+    for (ccgw_retained_t *e = b->first; e; e = e->next)
+        if (e->len > 0)
+            fn(ctx, e->kind, e->topic, e->payload, e->len);
 }
 
 /* ---- north thread ---- */

@@ -112,4 +112,25 @@ void ccgw_bus_retained_foreach(ccgw_bus_t *bus,
 
 void ccgw_bus_get_stats(ccgw_bus_t *bus, ccgw_bus_stats_t *out);
 
+/* A tap sees every message as it enters the bus, whatever the sink's state
+ * (the WebSocket hub uses it: it must work with the broker down). It runs on
+ * the emitting thread, before the queue's policy applies; for retained kinds
+ * after the cache was updated and with the cache lock held, so that per
+ * topic the tap sees versions in order and a snapshot taken under
+ * ccgw_bus_with_cache_locked() is never older than a tapped message that
+ * follows it. It must be quick, must not block and must not call the bus;
+ * `m` is borrowed for the call (m->payload is NUL-terminated; an empty
+ * retained payload is a clear). Set it before ccgw_bus_start(); NULL removes it. */
+typedef void (*ccgw_bus_tap_fn)(void *ctx, const ccgw_msg_t *m);
+void ccgw_bus_set_tap(ccgw_bus_t *bus, ccgw_bus_tap_fn fn, void *ctx);
+
+/* Run fn(ctx) with the retained cache locked: no retained update (and so no
+ * retained tap) runs meanwhile. Inside fn, ccgw_bus_retained_each_locked()
+ * walks the cache. Keep fn short: emitters of state wait for it. */
+void ccgw_bus_with_cache_locked(ccgw_bus_t *bus, void (*fn)(void *ctx), void *ctx);
+void ccgw_bus_retained_each_locked(ccgw_bus_t *bus,
+                                   void (*fn)(void *ctx, ccgw_kind_t kind, const char *topic,
+                                              const char *payload, size_t len),
+                                   void *ctx);
+
 #endif

@@ -53,6 +53,34 @@ typedef struct ccgw_alarms_config {
     bool persist;                 /* keep active alarms in <data_dir>/alarms.json */
 } ccgw_alarms_config_t;
 
+typedef struct ccgw_http_token {
+    char *name;                   /* [a-z0-9_.-]+, unique; shown in the audit log */
+    int role;                     /* ccgw_role_t (auth.h) */
+    char sha256[65];              /* lower-case hex hash of the token (from `sha256`, `token` or `token_file`) */
+    char **filters;               /* topic filters it may see/command; none = all */
+    size_t n_filters;
+    char **commands;              /* command names it may send ("door.unlock", "hvac.*"); none = all */
+    size_t n_commands;
+} ccgw_http_token_t;
+
+typedef struct ccgw_http_config {
+    bool enabled;                 /* false when the section is absent or enabled: false */
+    char *address;                /* listen address, default 127.0.0.1 */
+    int port;                     /* 0 = ephemeral (the bound port is logged: "http listening on ADDR:PORT") */
+    char *cert_file, *key_file;   /* TLS when both are set */
+    char *web_root;               /* dashboard files; default the installed/built share/ccgw/web */
+    bool dashboard;               /* serve the dashboard at / (default true) */
+    int anonymous_role;           /* ccgw_role_t for requests without a token; 0 = refused (default) */
+    int max_clients;              /* WebSocket clients (default 10000) */
+    int client_queue;             /* per-client send queue, messages (default 4096) */
+    int client_queue_bytes;       /* per-client send queue, bytes (default 4 MiB) */
+    int max_request_bytes;        /* HTTP body / WS message limit (default 65536) */
+    int batch_ms;                 /* coalesce wake-ups: max delay before a batch frame (default 5) */
+    char *audit_log;              /* default <data_dir>/audit.jsonl; "" = no file */
+    ccgw_http_token_t *tokens;
+    size_t n_tokens;
+} ccgw_http_config_t;
+
 typedef struct ccgw_gateway_config {
     char *path;                   /* the file */
     char *site;                   /* [a-z0-9_.-]+ */
@@ -65,6 +93,7 @@ typedef struct ccgw_gateway_config {
     int backpressure_ms;          /* max time an event emit may block */
     ccgw_mqtt_config_t mqtt;
     ccgw_alarms_config_t alarms;
+    ccgw_http_config_t http;
     ccgw_instance_config_t *instances;
     size_t n_instances;
     ccgw_config_doc_t *doc;       /* owns all nodes */
@@ -94,6 +123,7 @@ void ccgw_gateway_config_free(ccgw_gateway_config_t *cfg);
 extern const ccgw_option_t ccgw_gateway_options[];
 extern const ccgw_option_t ccgw_mqtt_options[];
 extern const ccgw_option_t ccgw_alarms_options[];
+extern const ccgw_option_t ccgw_http_options[];
 extern const ccgw_option_t ccgw_alarm_rule_options[];
 extern const ccgw_option_t ccgw_instance_keys[];
 

@@ -56,6 +56,7 @@ ccgw_gateway_t *ccgw_gateway_new(ccgw_gateway_config_t *cfg, ccgw_loader_t *load
         return NULL;
     gw->cfg = cfg;
     gw->loader = loader;
+    pthread_mutex_init(&gw->gw_alarm_lock, NULL);
     make_boot_id(gw->boot);
     const char *prefix = cfg->mqtt.topic_prefix ? cfg->mqtt.topic_prefix : "ccgw/v1";
     gw->site_base = str_printf("%s/%s", prefix, cfg->site);
@@ -144,6 +145,90 @@ void ccgw_gateway_publish_status(ccgw_gateway_t *gw, bool online, const char *re
     if (!w.error)
         ccgw_bus_retain(gw->bus, CCGW_KIND_GATEWAY, 1, gw->status_topic, w.buf, w.len);
     ccgw_jw_free(&w);
+}
+
+struct ccgw_gw_alarm {
+    struct ccgw_gw_alarm *next;
+    char *code;
+    char raised_at[CCGW_TS_LEN];
+};
+
+void ccgw_gateway_alarm(ccgw_gateway_t *gw, const char *code, bool active, const char *severity,
+                        const char *message)
+{
+    if (!code || !ccgw_valid_id(code))
+        return;
+    char *topic = str_printf("%s/alarm/%s", gw->gw_base, code);
+    if (!topic)
+        return;
+    pthread_mutex_lock(&gw->gw_alarm_lock);
+    struct ccgw_gw_alarm **pp = &gw->gw_alarms, *a;
+    while ((a = *pp) && strcmp(a->code, code) != 0)
+        pp = &a->next;
+    if (!active) {
+        if (a) {
+            *pp = a->next;
+            free(a->code);
+            free(a);
+            ccgw_bus_retain(gw->bus, CCGW_KIND_ALARM, gw->cfg->mqtt.qos_alarm, topic, "", 0);
+            CLOG_INFO("gateway", "gateway alarm %s cleared%s%s", code, message ? ": " : "",
+                      message ? message : "");
+        }
+        pthread_mutex_unlock(&gw->gw_alarm_lock);
+        free(topic);
+        return;
+    }
+    bool fresh = false;
+    if (!a) {
+        a = calloc(1, sizeof *a);
+        if (!a || !(a->code = strdup(code))) {
+            free(a);
+            pthread_mutex_unlock(&gw->gw_alarm_lock);
+            free(topic);
+            return;
+        }
+        ccgw_ts_now(a->raised_at);
+        a->next = gw->gw_alarms;
+        gw->gw_alarms = a;
+        fresh = true;
+    }
+    char ts[CCGW_TS_LEN];
+    ccgw_ts_now(ts);
+    ccgw_jw_t w;
+    ccgw_jw_init(&w);
+    ccgw_jw_begin_object(&w);
+    ccgw_jw_key(&w, "ts");
+    ccgw_jw_string(&w, ts);
+    ccgw_jw_key(&w, "site");
+    ccgw_jw_string(&w, gw->cfg->site);
+    ccgw_jw_key(&w, "class");
+    ccgw_jw_string(&w, "gateway");
+    ccgw_jw_key(&w, "device");
+    ccgw_jw_string(&w, gw->cfg->gateway_id);
+    ccgw_jw_key(&w, "boot");
+    ccgw_jw_string(&w, gw->boot);
+    ccgw_jw_key(&w, "seq");
+    ccgw_jw_uint(&w, ++gw->gw_alarm_seq);
+    ccgw_jw_key(&w, "code");
+    ccgw_jw_string(&w, code);
+    ccgw_jw_key(&w, "severity");
+    ccgw_jw_string(&w, severity ? severity : "major");
+    ccgw_jw_key(&w, "state");
+    ccgw_jw_string(&w, "raised");
+    ccgw_jw_key(&w, "message");
+    ccgw_jw_string(&w, message ? message : code);
+    ccgw_jw_key(&w, "raised_at");
+    ccgw_jw_string(&w, a->raised_at);
+    ccgw_jw_key(&w, "data");
+    ccgw_jw_raw_value(&w, "{}", 2);
+    ccgw_jw_end_object(&w);
+    if (!w.error)
+        ccgw_bus_retain(gw->bus, CCGW_KIND_ALARM, gw->cfg->mqtt.qos_alarm, topic, w.buf, w.len);
+    ccgw_jw_free(&w);
+    pthread_mutex_unlock(&gw->gw_alarm_lock);
+    if (fresh)
+        CLOG_WARN("gateway", "gateway alarm %s raised: %s", code, message ? message : code);
+    free(topic);
 }
 
 int ccgw_gateway_start(ccgw_gateway_t *gw)
@@ -247,5 +332,12 @@ void ccgw_gateway_free(ccgw_gateway_t *gw)
     free(gw->gw_base);
     free(gw->status_topic);
     free(gw->will_payload);
+    while (gw->gw_alarms) {
+        struct ccgw_gw_alarm *a = gw->gw_alarms;
+        gw->gw_alarms = a->next;
+        free(a->code);
+        free(a);
+    }
+    pthread_mutex_destroy(&gw->gw_alarm_lock);
     free(gw);
 }

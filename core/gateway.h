@@ -10,6 +10,7 @@
 #ifndef CCGW_GATEWAY_H
 #define CCGW_GATEWAY_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 
@@ -41,6 +42,9 @@ typedef struct ccgw_gateway {
     size_t n_instances;
     atomic_bool stopping;
     uint64_t started_ms;
+    pthread_mutex_t gw_alarm_lock;     /* the gateway alarms below */
+    struct ccgw_gw_alarm *gw_alarms;   /* active gateway alarms (gateway.c) */
+    uint64_t gw_alarm_seq;
 } ccgw_gateway_t;
 
 ccgw_gateway_t *ccgw_gateway_new(ccgw_gateway_config_t *cfg, ccgw_loader_t *loader);
@@ -56,6 +60,16 @@ void ccgw_gateway_free(ccgw_gateway_t *gw);
 
 /* Publish the retained gateway status (online or not, with a reason). */
 void ccgw_gateway_publish_status(ccgw_gateway_t *gw, bool online, const char *reason);
+
+/* Raise (active) or clear a gateway-level alarm on
+ * {gw_base}/alarm/{code} (retained while active; an empty payload clears
+ * it), for conditions of the gateway itself: spool_full, instance
+ * quarantined (code "quarantine.<instance>"), config_rejected... Thread-safe
+ * and idempotent: raising an active code again only updates its message;
+ * clearing an inactive code does nothing. severity: "warning", "major",
+ * "critical". Logged once per transition. */
+void ccgw_gateway_alarm(ccgw_gateway_t *gw, const char *code, bool active, const char *severity,
+                        const char *message);
 
 /* ---- alarms (implemented in device.c, where the devices' alarms live) ---- */
 
