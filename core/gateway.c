@@ -260,6 +260,13 @@ int ccgw_gateway_start(ccgw_gateway_t *gw)
     return CCGW_OK;
 }
 
+int ccgw_gateway_reload(ccgw_gateway_t *gw, char *why, size_t whylen)
+{
+    (void)gw;
+    snprintf(why, whylen, "live reload is not available in this version; restart to apply changes");
+    return CCGW_ESTATE;
+}
+
 int ccgw_gateway_run(ccgw_gateway_t *gw)
 {
     sigset_t set;

@@ -23,12 +23,18 @@ typedef struct ccgw_alarm_engine ccgw_alarm_engine_t;
 typedef struct ccgw_alarm_store ccgw_alarm_store_t;
 typedef struct ccgw_registry ccgw_registry_t;
 typedef struct ccgw_mqtt ccgw_mqtt_t;
+typedef struct ccgw_http_server ccgw_http_server_t;
+typedef struct ccgw_auth ccgw_auth_t;
+typedef struct ccgw_audit ccgw_audit_t;
 
 typedef struct ccgw_gateway {
     ccgw_gateway_config_t *cfg;
     ccgw_loader_t *loader;        /* borrowed: main owns it (it also served the config check) */
     ccgw_bus_t *bus;
     ccgw_mqtt_t *mqtt;            /* NULL when mqtt is disabled */
+    ccgw_http_server_t *http;     /* NULL when http is disabled (http_server.c) */
+    ccgw_auth_t *auth;            /* tokens and roles of the http section (auth.c) */
+    ccgw_audit_t *audit;          /* audit trail of commands and acknowledgements (audit.c) */
     ccgw_registry_t *registry;
     char boot[17];                /* 16 hex chars, new each run */
     char *site_base;              /* "{prefix}/{site}" */
@@ -57,6 +63,12 @@ int ccgw_gateway_run(ccgw_gateway_t *gw);
 /* Graceful stop: instances, offline status, flush (bounded), disconnect. */
 void ccgw_gateway_stop(ccgw_gateway_t *gw);
 void ccgw_gateway_free(ccgw_gateway_t *gw);
+
+/* Re-read the config file (SIGHUP, POST /api/v1/reload): a config that
+ * fails validation is rejected as a whole and the running one kept;
+ * otherwise added instances start, removed ones stop, changed ones restart,
+ * unchanged ones keep running. Returns 0, or < 0 with the reason in why. */
+int ccgw_gateway_reload(ccgw_gateway_t *gw, char *why, size_t whylen);
 
 /* Publish the retained gateway status (online or not, with a reason). */
 void ccgw_gateway_publish_status(ccgw_gateway_t *gw, bool online, const char *reason);
