@@ -703,11 +703,21 @@ static bool take_level(const char **s, char *out, size_t len)
     return true;
 }
 
+/* "site/class/device/cmd/name": a command topic of some site */
+static bool other_site_command(const char *s)
+{
+    char lv[5][136];
+    for (int i = 0; i < 5; i++)
+        if (!take_level(&s, lv[i], sizeof lv[i]))
+            return false;
+    return !*s && !strcmp(lv[3], "cmd");
+}
+
 static void route_command(ccgw_gateway_t *gw, const ccgw_http_req_t *req, const ccgw_audit_who_t *who,
                           ccgw_http_resp_t *resp, ccgw_http_done_fn done, void *done_ctx)
 {
     json_error_t err;
-    json_t *j = json_loadb(req->body ? req->body : "", req->body_len, JSON_REJECT_DUPLICATES, &err);
+    json_t *j = json_loadb(req->body ? req->body : "", req->body_len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &err);
     if (!j) {
         char msg[256];
         snprintf(msg, sizeof msg, "body is not JSON: %s (line %d column %d)", err.text, err.line, err.column);
@@ -734,7 +744,7 @@ static void route_command(ccgw_gateway_t *gw, const ccgw_http_req_t *req, const 
             take_level(&s, dev, sizeof dev) && take_level(&s, cmd, sizeof cmd) && !strcmp(cmd, "cmd") &&
             take_level(&s, name, sizeof name) && !*s && !strchr(name, '/')) {
             /* ok */
-        } else if (!strncmp(topic_in, prefix, pl) && topic_in[pl] == '/' && strstr(topic_in, "/cmd/")) {
+        } else if (!strncmp(topic_in, prefix, pl) && topic_in[pl] == '/' && other_site_command(topic_in + pl + 1)) {
             e_status = 404;
             e_code = CCGW_CMD_E_UNKNOWN_DEVICE;
             e_msg = "the topic names no device of this gateway's site";
@@ -809,7 +819,7 @@ static void route_ack(ccgw_gateway_t *gw, const ccgw_http_req_t *req, const ccgw
             empty = false;
     if (!empty) {
         json_error_t err;
-        j = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &err);
+        j = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &err);
         if (!j) {
             char msg[256];
             snprintf(msg, sizeof msg, "body is not JSON: %s (line %d column %d)", err.text, err.line, err.column);
