@@ -49,6 +49,7 @@ ccgw_instance_t *ccgw_instance_new(ccgw_gateway_t *gw, const ccgw_instance_confi
         return NULL;
     }
     snprintf(inst->health_topic, tl, "%s/instance/%s", gw->gw_base, cfg->id);
+    inst->quota = ccgw_bus_quota_new(gw->bus); /* NULL: no share limit for it */
     pthread_mutex_init(&inst->lock, NULL);
     pthread_cond_init(&inst->cond, NULL);
     inst->run_state = cfg->enabled ? CCGW_RUN_CREATED : CCGW_RUN_DISABLED;

@@ -84,6 +84,7 @@ struct ccgw_instance {
     size_t n_devices;
     struct ccgw_cmd *cmds;       /* live commands */
     ccgw_inst_sup_t sup;         /* supervisor's (see above) */
+    ccgw_bus_quota_t *quota;     /* its share of the north queue (owned by the bus) */
     char stop_reason[256];       /* devices go offline with this reason when this life ends ("" = default) */
     atomic_bool thread_done;     /* the thread of this life has returned (join will not block) */
     bool abandoned;              /* its thread is stuck in a plugin call: left behind, never freed */
