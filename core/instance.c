@@ -235,6 +235,8 @@ int ccgw_instance_launch(ccgw_instance_t *inst)
     pthread_mutex_lock(&inst->lock);
     inst->start_done = false;
     inst->stop_reason[0] = '\0';
+    free(inst->reason); /* the last life's (kept in sup.last_failure) */
+    inst->reason = NULL;
     inst->sup.launched_ms = ccgw_now_ms();
     inst->sup.stop_asked_ms = 0;
     inst->sup.hung = false;

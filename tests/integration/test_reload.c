@@ -90,7 +90,7 @@ static bool empty_payload(const h_msg *m, const void *ud)
 static bool reason_has(const h_msg *m, const void *ud)
 {
     const char *r = m->json ? h_json_str(m->json, "reason") : NULL;
-    return m->json && h_json_str_is(m->json, "online", NULL) == false && r && strstr(r, ud);
+    return m->json && json_is_false(json_object_get(m->json, "online")) && r && strstr(r, ud);
 }
 
 static void hup_and_wait(const char *needle)

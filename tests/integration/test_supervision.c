@@ -11,6 +11,8 @@
  *  - hang blocks its loop forever: reported (state hung, gateway alarm
  *    hung.hg, its device offline with the reason) while the healthy
  *    instance keeps publishing telemetry;
+ *  - hang (hr) blocks once for 3 s: reported hung, then, when the call
+ *    returns, joined and restarted (restarts 1, running, alarm cleared);
  *  - SIGTERM with a thread stuck forever: exit 0, offline status published.
  */
 #include "harness.h"
@@ -64,7 +66,10 @@ static int setup(void **state)
              "    options: {fail_after_ms: 300}\n"
              "  - id: hg\n"
              "    plugin: hang\n"
-             "    options: {hang_after_ms: 1500}\n",
+             "    options: {hang_after_ms: 1500}\n"
+             "  - id: hr\n"
+             "    plugin: hang\n"
+             "    options: {hang_after_ms: 1000, hang_ms: 3000, hang_times: 1}\n",
              TEST_PLUGIN_DIR, B->port);
     G = h_gw_start_yaml(E, yaml, NULL, 0, &T0);
     return G ? 0 : -1;
@@ -75,6 +80,12 @@ static int teardown(void **state)
     (void)state;
     h_rig_teardown(E, B, S, G, NULL, 0);
     return 0;
+}
+
+static bool reason_has(const h_msg *m, const void *ud)
+{
+    const char *r = m->json ? h_json_str(m->json, "reason") : NULL;
+    return r && strstr(r, ud);
 }
 
 static bool is_backoff(const h_msg *m, const void *ud)
@@ -92,8 +103,9 @@ static void start_failures_restart_with_backoff(void **state)
     const h_msg *m = H_EXPECT_PRED(S, 0, T_INST "cs", is_backoff, NULL, "state backoff with the reason",
                                    h_left_ms(T0, 8000));
     h_log("backoff: %s", m->payload);
-    m = H_EXPECT(S, 0, H_PREFIX "/hq/env/cs.d1/state", "{\"online\":false}", h_left_ms(T0, 8000));
-    H_ASSERT(strstr(h_json_str(m->json, "reason"), "start failed"), "the device says why: %s", m->payload);
+    m = H_EXPECT_PRED(S, 0, H_PREFIX "/hq/env/cs.d1/state", reason_has, "start failed",
+                      "cs.d1 offline with the reason", h_left_ms(T0, 8000));
+    H_ASSERT(json_is_false(json_object_get(m->json, "online")), "the device says why: %s", m->payload);
     m = H_EXPECT(S, 0, T_INST "cs", "{\"state\":\"running\",\"restarts\":3,\"failures\":3}", h_left_ms(T0, 15000));
     h_log("running: %s", m->payload);
     H_EXPECT(S, 0, H_PREFIX "/hq/env/cs.d1/state", "{\"online\":true}", h_left_ms(T0, 15000));
@@ -128,8 +140,8 @@ static void hang_reported_others_keep_publishing(void **state)
     const h_msg *m = H_EXPECT(S, 0, T_INST "hg", "{\"state\":\"hung\",\"health\":\"failed\"}", h_left_ms(T0, 15000));
     h_log("hung: %s", m->payload);
     H_EXPECT(S, 0, T_GW "/alarm/hung.hg", "{\"state\":\"raised\"}", 2000);
-    m = H_EXPECT(S, 0, H_PREFIX "/hq/env/hg.h1/state", "{\"online\":false}", 2000);
-    H_ASSERT(strstr(h_json_str(m->json, "reason"), "hung"), "%s", m->payload);
+    m = H_EXPECT_PRED(S, 0, H_PREFIX "/hq/env/hg.h1/state", reason_has, "instance hung", "hg.h1 offline, hung", 2000);
+    H_ASSERT(json_is_false(json_object_get(m->json, "online")), "%s", m->payload);
     /* the healthy instance keeps its telemetry flowing while hg is stuck */
     size_t mark = h_mqtt_mark(S);
     h_sleep_ms(1500);
@@ -138,6 +150,21 @@ static void hang_reported_others_keep_publishing(void **state)
     h_log("ok.d1 telemetry in 1.5 s with hg hung: %zu", n);
     H_ASSERT(n >= 5, "telemetry of the healthy instance keeps flowing (%zu in 1.5 s)", n);
     H_ASSERT(h_proc_alive(G), "ccgw alive");
+}
+
+static void hang_that_returns_is_restarted(void **state)
+{
+    (void)state;
+    const h_msg *h = H_EXPECT(S, 0, T_INST "hr", "{\"state\":\"hung\"}", h_left_ms(T0, 10000));
+    H_EXPECT(S, 0, T_GW "/alarm/hung.hr", "{\"state\":\"raised\"}", 3000);
+    const h_msg *m = H_EXPECT(S, h->index, T_INST "hr", "{\"state\":\"running\",\"restarts\":1}", h_left_ms(T0, 15000));
+    h_log("restarted after the hang: %s", m->payload);
+    H_EXPECT(S, h->index, T_GW "/alarm/hung.hr", NULL, 1000); /* cleared (empty) after raised */
+    const h_msg *all[16];
+    size_t n = h_mqtt_collect(S, h->index, T_GW "/alarm/hung.hr", NULL, NULL, all, 16);
+    H_ASSERT(n >= 1 && all[n < 16 ? n - 1 : 15]->len == 0, "hung.hr cleared (%zu updates)", n);
+    H_EXPECT(S, h->index, H_PREFIX "/hq/env/hr.h1/state", "{\"online\":true}", 3000);
+    H_ASSERT(!h_json_str(m->json, "reason"), "a running life has no failure reason: %s", m->payload);
 }
 
 static void sigterm_with_stuck_thread_exits_zero(void **state)
@@ -160,6 +187,7 @@ int main(void)
         cmocka_unit_test(start_failures_restart_with_backoff),
         cmocka_unit_test(repeated_failures_quarantine),
         cmocka_unit_test(hang_reported_others_keep_publishing),
+        cmocka_unit_test(hang_that_returns_is_restarted),
         cmocka_unit_test(sigterm_with_stuck_thread_exits_zero),
     };
     int failed = cmocka_run_group_tests_name("integration.supervision", tests, setup, teardown);
