@@ -23,7 +23,6 @@
 #include "sd_notify.h"
 #include "supervisor.h"
 
-#define START_TIMEOUT_MS 15000
 #define FLUSH_TIMEOUT_MS 5000
 
 static char *str_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -251,7 +250,7 @@ int ccgw_gateway_start(ccgw_gateway_t *gw)
         CLOG_INFO("alarms", "%zu alarm rule(s)", gw->cfg->alarms.n_rules);
     size_t running = 0, failed = 0;
     for (size_t i = 0; i < gw->n_instances; i++) {
-        int rc = ccgw_instance_start(gw->instances[i], START_TIMEOUT_MS);
+        int rc = ccgw_instance_start(gw->instances[i], gw->instances[i]->cfg->supervision.start_timeout_ms);
         if (rc == CCGW_OK && gw->instances[i]->run_state == CCGW_RUN_RUNNING)
             running++;
         else if (gw->instances[i]->run_state != CCGW_RUN_DISABLED)

@@ -33,7 +33,10 @@ void ccgw_supervisor_tick(struct ccgw_gateway *gw);
  * clearing its gateway alarms. */
 void ccgw_supervisor_reset(struct ccgw_gateway *gw, struct ccgw_instance *inst);
 
-/* Totals over the instances, for metrics and the log. */
+/* Totals over the instances, for metrics and the log. Walks gw->instances:
+ * hold gw->life_lock (the main thread's tick already does). Per instance,
+ * inst->sup (instance.h) has the details, under inst->lock; the reload
+ * counters are gw->reloads_ok / reloads_rejected (atomics). */
 typedef struct ccgw_supervisor_stats {
     uint64_t restarts, failures, hangs;
     uint64_t quarantined, hung, backoff;  /* instances in that condition now */
