@@ -212,7 +212,11 @@ static void *instance_main(void *arg)
     ccgw_loop_run_posts(inst->loop); /* work the plugin's threads handed over before stop returned */
     ccgw_loop_close_posts(inst->loop);
     ccgw_commands_teardown(inst);
-    offline_all(inst, inst->stop_reason[0] ? inst->stop_reason : "instance stopped");
+    char stop_reason[sizeof inst->stop_reason];
+    pthread_mutex_lock(&inst->lock);
+    snprintf(stop_reason, sizeof stop_reason, "%s", inst->stop_reason[0] ? inst->stop_reason : "instance stopped");
+    pthread_mutex_unlock(&inst->lock);
+    offline_all(inst, stop_reason);
     p->destroy(inst->state);
     inst->state = NULL;
     ccgw_commands_teardown(inst); /* replies the plugin never made */

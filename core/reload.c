@@ -150,7 +150,9 @@ static void retire_instance(ccgw_gateway_t *gw, ccgw_instance_t *inst, bool remo
 {
     char tag[160];
     snprintf(tag, sizeof tag, "%s", inst->tag);
+    pthread_mutex_lock(&inst->lock);
     snprintf(inst->stop_reason, sizeof inst->stop_reason, "instance %s by a reload", removed ? "removed" : "changed");
+    pthread_mutex_unlock(&inst->lock);
     if (ccgw_instance_stop_timed(inst, STOP_TIMEOUT_MS) != CCGW_OK) {
         CLOG_ERROR("reload", "[%s] its thread is stuck in a plugin call: left behind", tag);
         atomic_fetch_add(&gw->abandoned, 1);

@@ -153,6 +153,7 @@ static void hang(ccgw_gateway_t *gw, ccgw_instance_t *inst, const char *why)
     inst->sup.hung = true;
     inst->sup.hangs++;
     bool asked = inst->sup.stop_asked_ms != 0;
+    bool running = inst->run_state == CCGW_RUN_RUNNING;
     pthread_mutex_unlock(&inst->lock);
     ccgw_log_tagged(CCGW_LOG_ERROR, inst->tag, NULL, 0,
                     "%s: reported hung; its thread is left alone (never killed or freed) and the "
@@ -162,10 +163,13 @@ static void hang(ccgw_gateway_t *gw, ccgw_instance_t *inst, const char *why)
     alarm_code(code, sizeof code, "hung", inst);
     snprintf(msg, sizeof msg, "instance %s hung: %s", inst->cfg->id, why);
     ccgw_gateway_alarm(gw, code, true, "major", msg);
-    char off[300];
-    snprintf(off, sizeof off, "instance hung: %s", why);
-    /* safe from here: the device list only changes on the instance thread, which is stuck */
-    ccgw_devices_set_all_offline(inst, off);
+    if (!asked && running) {
+        /* safe from here: the device list is only freed when the loop ends,
+         * and nobody has asked it to end yet (ask_stop comes below) */
+        char off[300];
+        snprintf(off, sizeof off, "instance hung: %s", why);
+        ccgw_devices_set_all_offline(inst, off);
+    }
     char fw[256];
     snprintf(fw, sizeof fw, "hung: %s", why);
     failure(gw, inst, fw);
