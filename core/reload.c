@@ -176,6 +176,11 @@ int ccgw_gateway_reload(ccgw_gateway_t *gw, char *why, size_t whylen)
         return CCGW_ESTATE;
     }
     pthread_mutex_lock(&gw->life_lock);
+    if (atomic_load(&gw->stopping)) { /* the stop ran while we waited for the lock */
+        pthread_mutex_unlock(&gw->life_lock);
+        snprintf(why, whylen, "the gateway is stopping");
+        return CCGW_ESTATE;
+    }
     ccgw_sd_reloading();
     ccgw_gateway_config_t *nc = ccgw_gateway_config_load(gw->cfg->path, gw->resolver, gw->resolver_ctx);
     if (!nc || nc->doc->n_diags > 0) {
