@@ -236,6 +236,7 @@ void ccgw_gateway_alarm(ccgw_gateway_t *gw, const char *code, bool active, const
 int ccgw_gateway_start(ccgw_gateway_t *gw)
 {
     gw->started_ms = ccgw_now_ms();
+    ccgw_reload_init(gw);
     /* the status is the first retained entry, so each snapshot begins with it */
     ccgw_gateway_publish_status(gw, true, NULL);
     if (ccgw_bus_start(gw->bus) != CCGW_OK)

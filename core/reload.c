@@ -10,9 +10,11 @@
  * by id; added ones start, removed ones stop, changed ones (plugin, enabled,
  * command_timeout_ms, supervision or any option differ) are stopped and
  * started anew, unchanged ones keep running, untouched. gateway.log_level is
- * applied at once. What needs a restart (logged as a warning, the running
- * value kept): the other gateway keys (site, id, data_dir, plugin_dirs,
- * queue_size, backpressure_ms), the mqtt, alarms and http sections.
+ * applied at once; mqtt.tls files renewed in place (same paths, new
+ * content) make the MQTT side reconnect, which re-reads them. What needs a
+ * restart (logged as a warning, the running value kept): the other gateway
+ * keys (site, id, data_dir, plugin_dirs, queue_size, backpressure_ms), the
+ * mqtt, alarms and http sections' settings.
  *
  * Memory: gw->cfg (the boot config) stays, for the gateway-level settings.
  * A reloaded config is kept in gw->retired while any instance points into
@@ -22,10 +24,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "gateway.h"
 #include "instance.h"
 #include "log.h"
+#include "mqtt_north.h"
 #include "sd_notify.h"
 #include "supervisor.h"
 
@@ -101,6 +105,25 @@ static void restart_only(const ccgw_gateway_config_t *o, const ccgw_gateway_conf
     NOTE(!node_equal(section(o, "http"), section(n, "http")), "http");
 #undef NOTE
 }
+
+/* A cheap fingerprint of a file (inode, size, mtime); 0 when absent. */
+static uint64_t stamp(const char *path)
+{
+    struct stat st;
+    if (!path || stat(path, &st) != 0)
+        return 0;
+    return ((uint64_t)st.st_ino * 1000003u) ^ ((uint64_t)st.st_size << 20) ^ (uint64_t)st.st_mtim.tv_sec * 1000000007u ^
+           (uint64_t)st.st_mtim.tv_nsec;
+}
+
+static void tls_stamps(const ccgw_mqtt_config_t *c, uint64_t out[3])
+{
+    out[0] = c->tls ? stamp(c->ca_file) : 0;
+    out[1] = c->tls ? stamp(c->cert_file) : 0;
+    out[2] = c->tls ? stamp(c->key_file) : 0;
+}
+
+void ccgw_reload_init(ccgw_gateway_t *gw) { tls_stamps(&gw->cfg->mqtt, gw->tls_stamp); }
 
 static bool cfg_in_use(ccgw_gateway_t *gw, const ccgw_gateway_config_t *c)
 {
@@ -264,6 +287,13 @@ int ccgw_gateway_reload(ccgw_gateway_t *gw, char *why, size_t whylen)
     snprintf(why, whylen, "%zu added, %zu removed, %zu restarted, %zu unchanged%s%s", added, removed, changed,
              kept, later[0] ? "; needs a restart: " : "", later);
     CLOG_INFO("reload", "configuration applied (reload %llu): %s", (unsigned long long)ok, why);
+    /* renewed TLS files (same paths, new content): reconnect, which re-reads them */
+    uint64_t now_stamp[3];
+    tls_stamps(&gw->cfg->mqtt, now_stamp);
+    if (gw->mqtt && memcmp(now_stamp, gw->tls_stamp, sizeof now_stamp) != 0) {
+        memcpy(gw->tls_stamp, now_stamp, sizeof now_stamp);
+        ccgw_mqtt_reconnect(gw->mqtt, "the mqtt.tls files changed");
+    }
     ccgw_gateway_publish_status(gw, true, NULL);
     ccgw_sd_ready(why);
     pthread_mutex_unlock(&gw->life_lock);
