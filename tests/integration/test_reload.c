@@ -5,6 +5,8 @@
  *    (an option differs) restarts, the unchanged one keeps running: its
  *    telemetry seq goes on without a gap or reset and its instance topic
  *    shows no new life;
+ *  - a quarantined instance whose options change is started anew (the
+ *    quarantine alarm clears);
  *  - invalid: rejected as a whole (every error logged, gateway alarm
  *    config_rejected) while the data keeps flowing; the next valid reload
  *    clears the alarm.
@@ -176,6 +178,28 @@ static void unchanged_never_restarted(void **state)
     h_log("keep.d1: %zu telemetry messages, seq %g..%g without a gap", k, prev - (double)k + 1, prev);
 }
 
+#define I_Q1 "  - id: q\n    plugin: failing_later\n    supervision: {max_failures: 1}\n" \
+             "    options: {fail_after_ms: 200, fail_times: 1}\n"
+#define I_Q2 "  - id: q\n    plugin: failing_later\n    supervision: {max_failures: 1}\n" \
+             "    options: {fail_after_ms: 200, fail_times: 1, interval_ms: 200}\n"
+
+static void changed_instance_leaves_quarantine(void **state)
+{
+    (void)state;
+    size_t mark = h_mqtt_mark(S);
+    write_config(I_KEEP I_CHG2 I_ADD I_Q1);
+    hup_and_wait("1 added, 0 removed, 0 restarted, 3 unchanged");
+    H_EXPECT(S, mark, T_GW "/alarm/quarantine.q", "{\"state\":\"raised\"}", 5000);
+    H_EXPECT(S, mark, T_INST "q", "{\"state\":\"quarantined\"}", 5000);
+    /* its options change: a new instance, a new chance (the plugin fails only its first life) */
+    mark = h_mqtt_mark(S);
+    write_config(I_KEEP I_CHG2 I_ADD I_Q2);
+    hup_and_wait("0 added, 0 removed, 1 restarted, 3 unchanged");
+    H_EXPECT_PRED(S, mark, T_GW "/alarm/quarantine.q", empty_payload, NULL, "quarantine.q cleared", 5000);
+    H_EXPECT(S, mark, T_INST "q", "{\"state\":\"running\",\"quarantined\":false,\"failures\":0}", 5000);
+    H_EXPECT(S, mark, T_ENV "q.l1/telemetry", "{}", 5000);
+}
+
 static void sigterm_exits_zero(void **state)
 {
     (void)state;
@@ -194,6 +218,7 @@ int main(void)
         cmocka_unit_test(add_remove_change),
         cmocka_unit_test(invalid_rejected_data_flows),
         cmocka_unit_test(unchanged_never_restarted),
+        cmocka_unit_test(changed_instance_leaves_quarantine),
         cmocka_unit_test(sigterm_exits_zero),
     };
     int failed = cmocka_run_group_tests_name("integration.reload", tests, setup, teardown);
