@@ -28,6 +28,7 @@ struct ccgw_bus {
     pthread_mutex_t lock;          /* queue, dirty list, stats */
     pthread_cond_t not_empty;      /* north thread waits */
     pthread_cond_t not_full;       /* event producers wait */
+    struct ccgw_bus_quota *quotas; /* every emitter's share (under lock) */
     pthread_cond_t drained;        /* flush waits */
     ccgw_msg_t *head, *tail;
     size_t depth, limit;
@@ -212,6 +213,37 @@ static ccgw_retained_t *cache_get(ccgw_bus_t *b, const char *topic, ccgw_kind_t 
 
 /* ---- queue ---- */
 
+struct ccgw_bus_quota {
+    struct ccgw_bus_quota *next;
+    size_t queued; /* under b->lock */
+};
+
+ccgw_bus_quota_t *ccgw_bus_quota_new(ccgw_bus_t *b)
+{
+    ccgw_bus_quota_t *q = calloc(1, sizeof *q);
+    if (!q)
+        return NULL;
+    pthread_mutex_lock(&b->lock);
+    q->next = b->quotas;
+    b->quotas = q;
+    pthread_mutex_unlock(&b->lock);
+    return q;
+}
+
+size_t ccgw_bus_quota_queued(ccgw_bus_t *b, const ccgw_bus_quota_t *q)
+{
+    pthread_mutex_lock(&b->lock);
+    size_t n = q ? q->queued : 0;
+    pthread_mutex_unlock(&b->lock);
+    return n;
+}
+
+static bool over_share_locked(const ccgw_bus_t *b, const ccgw_msg_t *m)
+{
+    size_t share = b->limit / 2 ? b->limit / 2 : 1;
+    return m->quota && m->quota->queued >= share;
+}
+
 static void enqueue_locked(ccgw_bus_t *b, ccgw_msg_t *m)
 {
     m->next = NULL;
@@ -221,6 +253,8 @@ static void enqueue_locked(ccgw_bus_t *b, ccgw_msg_t *m)
         b->head = m;
     b->tail = m;
     b->depth++;
+    if (m->quota)
+        m->quota->queued++;
     if (b->depth > b->st.max_depth)
         b->st.max_depth = b->depth;
     b->st.pushed[m->kind]++;
@@ -239,16 +273,20 @@ int ccgw_bus_push(ccgw_bus_t *b, ccgw_msg_t *m)
         ccgw_msg_free(m);
         return CCGW_ESTOPPED;
     }
-    if (b->depth >= b->limit && (m->kind == CCGW_KIND_EVENT || m->kind == CCGW_KIND_REPLY) &&
-        b->backpressure_ms > 0) {
+    if ((b->depth >= b->limit || over_share_locked(b, m)) &&
+        (m->kind == CCGW_KIND_EVENT || m->kind == CCGW_KIND_REPLY) && b->backpressure_ms > 0) {
         struct timespec dl;
         deadline_after(&dl, b->backpressure_ms);
-        while (b->depth >= b->limit && !b->stopping) {
+        while ((b->depth >= b->limit || over_share_locked(b, m)) && !b->stopping) {
             if (pthread_cond_timedwait(&b->not_full, &b->lock, &dl) == ETIMEDOUT)
                 break;
         }
     }
-    if (b->depth >= b->limit || b->stopping) {
+    bool over = over_share_locked(b, m);
+    if (b->depth >= b->limit || over || b->stopping) {
+        if (over)
+            b->st.over_share++;
+        m->quota = NULL;
         b->st.dropped_full[m->kind]++;
         uint64_t n = b->st.dropped_full[m->kind];
         pthread_mutex_unlock(&b->lock);
@@ -495,6 +533,10 @@ static void *north_main(void *arg)
             if (!b->head)
                 b->tail = NULL;
             b->depth--;
+            if (m->quota) {
+                m->quota->queued--;
+                m->quota = NULL; /* counts the queue only */
+            }
             m->next = NULL;
             if (held_tail)
                 held_tail->next = m;
@@ -641,6 +683,11 @@ void ccgw_bus_free(ccgw_bus_t *b)
         e = n;
     }
     free(b->buckets);
+    while (b->quotas) {
+        ccgw_bus_quota_t *q = b->quotas;
+        b->quotas = q->next;
+        free(q);
+    }
     pthread_mutex_destroy(&b->lock);
     pthread_mutex_destroy(&b->cache_lock);
     pthread_cond_destroy(&b->not_empty);

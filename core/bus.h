@@ -42,6 +42,11 @@ bool ccgw_kind_retained(ccgw_kind_t k);
 
 typedef struct ccgw_retained ccgw_retained_t;
 typedef struct ccgw_bus ccgw_bus_t;
+/* An emitter's share of the queue (one per plugin instance): no emitter may
+ * hold more than half of queue_size, so one flooding instance cannot fill
+ * the queue for the others; over its share its telemetry is dropped and its
+ * events wait (backpressure) like at a full queue. Owned by the bus. */
+typedef struct ccgw_bus_quota ccgw_bus_quota_t;
 
 typedef struct ccgw_msg {
     struct ccgw_msg *next;
@@ -55,6 +60,7 @@ typedef struct ccgw_msg {
     size_t corr_len;
     ccgw_retained_t *entry; /* retained kinds: the cache entry */
     uint64_t version;       /* the entry's version this payload is */
+    ccgw_bus_quota_t *quota; /* the emitter's share (non-retained kinds), or NULL */
     char data[];
 } ccgw_msg_t;
 
@@ -78,7 +84,8 @@ typedef struct ccgw_sink {
 typedef struct ccgw_bus_stats {
     uint64_t pushed[CCGW_KIND__COUNT];
     uint64_t published[CCGW_KIND__COUNT];
-    uint64_t dropped_full[CCGW_KIND__COUNT];    /* queue at its limit */
+    uint64_t dropped_full[CCGW_KIND__COUNT];    /* queue at its limit, or the emitter over its share */
+    uint64_t over_share;                        /* of those: the emitter over its share */
     uint64_t dropped_offline[CCGW_KIND__COUNT]; /* sink refused while disconnected */
     uint64_t superseded;                        /* retained message older than one published */
     uint64_t coalesced;                         /* retained update went dirty (queue full) */
@@ -96,6 +103,11 @@ bool ccgw_bus_flush(ccgw_bus_t *bus, int timeout_ms);
 void ccgw_bus_stop(ccgw_bus_t *bus); /* joins the north thread; queued messages are freed */
 void ccgw_bus_free(ccgw_bus_t *bus);
 void ccgw_bus_wake(ccgw_bus_t *bus); /* thread-safe: the sink's state changed */
+
+/* A new share for one emitter (freed with the bus; NULL when out of memory). */
+ccgw_bus_quota_t *ccgw_bus_quota_new(ccgw_bus_t *bus);
+/* Messages of that emitter in the queue now. */
+size_t ccgw_bus_quota_queued(ccgw_bus_t *bus, const ccgw_bus_quota_t *q);
 
 /* Push a non-retained message (takes ownership, also on failure). */
 int ccgw_bus_push(ccgw_bus_t *bus, ccgw_msg_t *m);

@@ -38,6 +38,25 @@ int ccgw_config__map_add_at(struct ccgw_config *map, const char *key, unsigned l
 
 static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL}; /* = ccgw_log_level_t */
 
+/* gateway.supervision and instances[].supervision (no defaults in the table:
+ * an instance's absent key falls back to the gateway's value) */
+const ccgw_option_t ccgw_supervision_options[] = {
+    {.key = "restart_min_ms", .type = CCGW_OPT_INT, .flags = CCGW_OPT_F_RANGE, .min = 10, .max = 3600000,
+     .doc = "First delay before restarting a failed instance (default 1000); doubles up to restart_max_ms, with jitter."},
+    {.key = "restart_max_ms", .type = CCGW_OPT_INT, .flags = CCGW_OPT_F_RANGE, .min = 10, .max = 86400000,
+     .doc = "Longest delay between restarts (default 60000); at least restart_min_ms."},
+    {.key = "max_failures", .type = CCGW_OPT_INT, .flags = CCGW_OPT_F_RANGE, .min = 1, .max = 1000000,
+     .doc = "This many failures within failure_window_s quarantine the instance: no more restarts, "
+            "gateway alarm quarantine.<instance> (default 5)."},
+    {.key = "failure_window_s", .type = CCGW_OPT_INT, .flags = CCGW_OPT_F_RANGE, .min = 1, .max = 604800,
+     .doc = "Window in which failures are counted, in seconds (default 300)."},
+    {.key = "hang_timeout_ms", .type = CCGW_OPT_INT, .flags = CCGW_OPT_F_RANGE, .min = 500, .max = 3600000,
+     .doc = "An instance whose loop has not turned for this long is reported hung (default 30000)."},
+    {.key = "start_timeout_ms", .type = CCGW_OPT_INT, .flags = CCGW_OPT_F_RANGE, .min = 100, .max = 3600000,
+     .doc = "An instance still in create()/start() after this long is reported hung (default 15000)."},
+    CCGW_OPTION_END,
+};
+
 const ccgw_option_t ccgw_gateway_options[] = {
     {.key = "site", .type = CCGW_OPT_STRING, .flags = CCGW_OPT_F_REQUIRED,
      .doc = "Site name, [a-z0-9_.-]+ (1..64 chars): the second level of every topic."},
@@ -54,6 +73,8 @@ const ccgw_option_t ccgw_gateway_options[] = {
      .max = 10000000, .doc = "Bound of the northbound message queue, in messages."},
     {.key = "backpressure_ms", .type = CCGW_OPT_INT, .flags = CCGW_OPT_F_RANGE, .def = "5000", .min = 0,
      .max = 600000, .doc = "Longest time an event emit may block on a full queue before it fails."},
+    {.key = "supervision", .type = CCGW_OPT_OBJECT, .children = ccgw_supervision_options,
+     .doc = "Plugin supervision defaults: restart backoff, quarantine, hang detection (docs/operations.md)."},
     CCGW_OPTION_END,
 };
 
@@ -122,6 +143,8 @@ const ccgw_option_t ccgw_instance_keys[] = {
      .doc = "A disabled instance is checked but not started."},
     {.key = "command_timeout_ms", .type = CCGW_OPT_INT, .flags = CCGW_OPT_F_RANGE, .def = "10000", .min = 100,
      .max = 600000, .doc = "A command without a reply after this long is answered 'timeout'."},
+    {.key = "supervision", .type = CCGW_OPT_OBJECT, .children = ccgw_supervision_options,
+     .doc = "Overrides of gateway.supervision for this instance."},
     /* OBJECT without children: only "is a mapping" here; config.c validates
      * it against the plugin's own table. */
     {.key = "options", .type = CCGW_OPT_OBJECT,
@@ -312,6 +335,26 @@ static void null_to_empty(struct ccgw_config *map, const char *key, ccgw_node_ki
 
 static void where(const struct ccgw_config *n, char *buf, size_t len) { ccgw_config_where(n, buf, len); }
 
+static void fill_supervision(ccgw_config_doc_t *doc, const struct ccgw_config *m,
+                             const ccgw_supervision_config_t *base, ccgw_supervision_config_t *out)
+{
+    *out = *base;
+    if (!m || m->kind != CCGW_NODE_MAP || ccgw_config__reported(m))
+        return;
+    out->restart_min_ms = get_int(m, "restart_min_ms", base->restart_min_ms);
+    out->restart_max_ms = get_int(m, "restart_max_ms", base->restart_max_ms);
+    out->max_failures = get_int(m, "max_failures", base->max_failures);
+    out->failure_window_s = get_int(m, "failure_window_s", base->failure_window_s);
+    out->hang_timeout_ms = get_int(m, "hang_timeout_ms", base->hang_timeout_ms);
+    out->start_timeout_ms = get_int(m, "start_timeout_ms", base->start_timeout_ms);
+    if (out->restart_max_ms < out->restart_min_ms) {
+        const struct ccgw_config *n = ccgw_config_get(m, "restart_max_ms");
+        ccgw_config_diag(doc, n ? n : ccgw_config_get(m, "restart_min_ms"),
+                         "supervision: 'restart_max_ms' (%d) must be at least 'restart_min_ms' (%d)",
+                         out->restart_max_ms, out->restart_min_ms);
+    }
+}
+
 /* ------------------------------------------------------------------ */
 /* sections                                                            */
 /* ------------------------------------------------------------------ */
@@ -364,6 +407,8 @@ static bool fill_gateway(ccgw_gateway_config_t *cfg, struct ccgw_config *gw)
     cfg->data_dir = resolve_path(doc, dd ? dd->text : "/var/lib/ccgw");
     cfg->queue_size = get_int(gw, "queue_size", 65536);
     cfg->backpressure_ms = get_int(gw, "backpressure_ms", 5000);
+    ccgw_supervision_config_t base = cfg->supervision;
+    fill_supervision(doc, ccgw_config_get(gw, "supervision"), &base, &cfg->supervision);
     return dirs_ok;
 }
 
@@ -841,6 +886,7 @@ static void load_instance(ccgw_gateway_config_t *cfg, struct ccgw_config *item, 
     ic->node = item;
     ic->enabled = true;
     ic->command_timeout_ms = 10000;
+    ic->supervision = cfg->supervision;
     if (item->kind != CCGW_NODE_MAP || ccgw_config__reported(item))
         return; /* reported by the top-level validation */
 
@@ -870,6 +916,7 @@ static void load_instance(ccgw_gateway_config_t *cfg, struct ccgw_config *item, 
     }
     ic->enabled = ccgw_config_bool(item, "enabled", true);
     ic->command_timeout_ms = get_int(item, "command_timeout_ms", 10000);
+    fill_supervision(doc, ccgw_config_get(item, "supervision"), &cfg->supervision, &ic->supervision);
 
     const struct ccgw_config *pn = good_scalar(item, "plugin");
     bool plugin_ok = false;
@@ -937,6 +984,9 @@ static ccgw_gateway_config_t *load_doc(ccgw_config_doc_t *doc, ccgw_plugin_resol
     cfg->log_level = CCGW_LOG_INFO;
     cfg->queue_size = 65536;
     cfg->backpressure_ms = 5000;
+    cfg->supervision = (ccgw_supervision_config_t){.restart_min_ms = 1000, .restart_max_ms = 60000,
+                                                   .max_failures = 5, .failure_window_s = 300,
+                                                   .hang_timeout_ms = 30000, .start_timeout_ms = 15000};
 
     struct ccgw_config *root = doc->root;
     bool dirs_ok = true;

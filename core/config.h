@@ -18,6 +18,17 @@
 #include "ccgw/plugin.h"
 #include "config_tree.h"
 
+/* Plugin supervision (supervisor.c): gateway.supervision holds the
+ * defaults, an instance's `supervision` mapping overrides them key by key. */
+typedef struct ccgw_supervision_config {
+    int restart_min_ms;           /* first restart delay (default 1000) */
+    int restart_max_ms;           /* the delay doubles up to this (default 60000) */
+    int max_failures;             /* quarantine after this many failures ... (default 5) */
+    int failure_window_s;         /* ... within this window (default 300) */
+    int hang_timeout_ms;          /* a loop that has not turned for this long is hung (default 30000) */
+    int start_timeout_ms;         /* create+start longer than this is hung (default 15000) */
+} ccgw_supervision_config_t;
+
 typedef struct ccgw_instance_config {
     char *id;                     /* [a-z0-9_.-]+, unique */
     char *plugin;                 /* plugin name */
@@ -27,6 +38,7 @@ typedef struct ccgw_instance_config {
     char *refused;                /* why the plugin was refused (desc NULL), non-fatally */
     struct ccgw_config *options;  /* validated options mapping (owned by doc) */
     struct ccgw_config *node;     /* the instance's mapping, for messages */
+    ccgw_supervision_config_t supervision; /* gateway defaults + the instance's overrides */
 } ccgw_instance_config_t;
 
 typedef struct ccgw_mqtt_config {
@@ -91,6 +103,7 @@ typedef struct ccgw_gateway_config {
     char *data_dir;
     int queue_size;               /* north queue bound, messages */
     int backpressure_ms;          /* max time an event emit may block */
+    ccgw_supervision_config_t supervision; /* gateway.supervision: defaults for every instance */
     ccgw_mqtt_config_t mqtt;
     ccgw_alarms_config_t alarms;
     ccgw_http_config_t http;
@@ -126,6 +139,7 @@ extern const ccgw_option_t ccgw_alarms_options[];
 extern const ccgw_option_t ccgw_http_options[];
 extern const ccgw_option_t ccgw_alarm_rule_options[];
 extern const ccgw_option_t ccgw_instance_keys[];
+extern const ccgw_option_t ccgw_supervision_options[];
 
 /* [a-z0-9_.-]+, 1..64 chars */
 bool ccgw_valid_id(const char *s);

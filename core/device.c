@@ -228,6 +228,8 @@ static int push_payload(ccgw_device_t *d, ccgw_kind_t kind, const char *topic, c
     }
     ccgw_msg_t *m = ccgw_msg_new(kind, qos_for(d->gw, kind), topic, w->buf, w->len, NULL, 0);
     ccgw_jw_free(w);
+    if (m)
+        m->quota = d->inst->quota; /* the instance's share of the queue (bus.h) */
     int rc = ccgw_bus_push(d->gw->bus, m);
     count(d, kind, rc);
     return rc;

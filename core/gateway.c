@@ -22,8 +22,9 @@
 #include "loader.h"
 #include "log.h"
 #include "mqtt_north.h"
+#include "sd_notify.h"
+#include "supervisor.h"
 
-#define START_TIMEOUT_MS 15000
 #define FLUSH_TIMEOUT_MS 5000
 
 static char *str_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -59,6 +60,7 @@ ccgw_gateway_t *ccgw_gateway_new(ccgw_gateway_config_t *cfg, ccgw_loader_t *load
     gw->cfg = cfg;
     gw->loader = loader;
     pthread_mutex_init(&gw->gw_alarm_lock, NULL);
+    pthread_mutex_init(&gw->life_lock, NULL);
     make_boot_id(gw->boot);
     const char *prefix = cfg->mqtt.topic_prefix ? cfg->mqtt.topic_prefix : "ccgw/v1";
     gw->site_base = str_printf("%s/%s", prefix, cfg->site);
@@ -238,6 +240,7 @@ void ccgw_gateway_alarm(ccgw_gateway_t *gw, const char *code, bool active, const
 int ccgw_gateway_start(ccgw_gateway_t *gw)
 {
     gw->started_ms = ccgw_now_ms();
+    ccgw_reload_init(gw);
     /* the status is the first retained entry, so each snapshot begins with it */
     ccgw_gateway_publish_status(gw, true, NULL);
     if (ccgw_bus_start(gw->bus) != CCGW_OK)
@@ -252,7 +255,7 @@ int ccgw_gateway_start(ccgw_gateway_t *gw)
         CLOG_INFO("alarms", "%zu alarm rule(s)", gw->cfg->alarms.n_rules);
     size_t running = 0, failed = 0;
     for (size_t i = 0; i < gw->n_instances; i++) {
-        int rc = ccgw_instance_start(gw->instances[i], START_TIMEOUT_MS);
+        int rc = ccgw_instance_start(gw->instances[i], gw->instances[i]->cfg->supervision.start_timeout_ms);
         if (rc == CCGW_OK && gw->instances[i]->run_state == CCGW_RUN_RUNNING)
             running++;
         else if (gw->instances[i]->run_state != CCGW_RUN_DISABLED)
@@ -264,11 +267,21 @@ int ccgw_gateway_start(ccgw_gateway_t *gw)
     return CCGW_OK;
 }
 
-int ccgw_gateway_reload(ccgw_gateway_t *gw, char *why, size_t whylen)
+/* ---- the main thread's loop (life: supervision, reload, systemd) ---- */
+
+#define TICK_MS 200
+
+static void status_line(ccgw_gateway_t *gw)
 {
-    (void)gw;
-    snprintf(why, whylen, "live reload is not available in this version; restart to apply changes");
-    return CCGW_ESTATE;
+    ccgw_supervisor_stats_t st;
+    ccgw_supervisor_stats(gw, &st);
+    size_t running = 0;
+    for (size_t i = 0; i < gw->n_instances; i++)
+        running += gw->instances[i]->run_state == CCGW_RUN_RUNNING;
+    ccgw_sd_status("%zu/%zu instances running, %llu restarts, %llu quarantined, %llu hung; devices %zu",
+                   running, gw->n_instances, (unsigned long long)st.restarts,
+                   (unsigned long long)st.quarantined, (unsigned long long)st.hung,
+                   ccgw_registry_count(gw->registry));
 }
 
 int ccgw_gateway_run(ccgw_gateway_t *gw)
@@ -278,33 +291,69 @@ int ccgw_gateway_run(ccgw_gateway_t *gw)
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
+    ccgw_sd_init();
+    pthread_mutex_lock(&gw->life_lock);
+    status_line(gw);
+    pthread_mutex_unlock(&gw->life_lock);
+    ccgw_sd_ready(NULL);
+    uint64_t last_second = ccgw_now_ms(), last_status = last_second;
     for (;;) {
-        struct timespec tick = {1, 0};
+        struct timespec tick = {0, TICK_MS * 1000000L};
         int sig = sigtimedwait(&set, NULL, &tick);
+        int err = errno;
+        uint64_t now = ccgw_now_ms();
+        ccgw_sd_watchdog(now);
         if (sig == SIGTERM || sig == SIGINT) {
             CLOG_INFO("gateway", "%s: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+            ccgw_sd_stopping(sig == SIGTERM ? "SIGTERM: stopping" : "SIGINT: stopping");
             return 0;
         }
-        if (sig == SIGHUP)
-            CLOG_WARN("gateway", "SIGHUP: live reload is not available in this version; restart to apply changes");
-        ccgw_alarms_tick(gw);
-        if (!gw->restored_expired &&
-            ccgw_now_ms() - gw->started_ms >= (uint64_t)gw->cfg->alarms.restore_grace_s * 1000u) {
-            gw->restored_expired = true;
-            ccgw_alarms_expire_restored(gw);
+        if (sig == SIGHUP) {
+            char why[512];
+            CLOG_INFO("gateway", "SIGHUP: reloading %s", gw->cfg->path);
+            if (ccgw_gateway_reload(gw, why, sizeof why) == 0)
+                CLOG_INFO("gateway", "reload: %s", why);
         }
-        if (sig < 0 && errno != EAGAIN && errno != EINTR) {
-            CLOG_ERROR("gateway", "sigtimedwait: %s", strerror(errno));
+        pthread_mutex_lock(&gw->life_lock);
+        ccgw_supervisor_tick(gw);
+        if (now - last_status >= 10000) {
+            last_status = now;
+            status_line(gw);
+        }
+        pthread_mutex_unlock(&gw->life_lock);
+        if (now - last_second >= 1000) {
+            last_second = now;
+            ccgw_alarms_tick(gw);
+            if (!gw->restored_expired &&
+                now - gw->started_ms >= (uint64_t)gw->cfg->alarms.restore_grace_s * 1000u) {
+                gw->restored_expired = true;
+                ccgw_alarms_expire_restored(gw);
+            }
+        }
+        if (sig < 0 && err != EAGAIN && err != EINTR) {
+            CLOG_ERROR("gateway", "sigtimedwait: %s", strerror(err));
             return 1;
         }
     }
 }
 
+bool ccgw_gateway_has_abandoned(ccgw_gateway_t *gw)
+{
+    if (atomic_load(&gw->abandoned))
+        return true;
+    for (size_t i = 0; i < gw->n_instances; i++)
+        if (gw->instances[i]->abandoned)
+            return true;
+    return false;
+}
+
 void ccgw_gateway_stop(ccgw_gateway_t *gw)
 {
     atomic_store(&gw->stopping, true);
+    pthread_mutex_lock(&gw->life_lock);
     for (size_t i = gw->n_instances; i-- > 0;)
-        ccgw_instance_stop(gw->instances[i]);
+        ccgw_instance_stop(gw->instances[i]); /* bounded: a stuck thread is left behind */
+    pthread_mutex_unlock(&gw->life_lock);
     ccgw_alarm_store_stop(gw->alarm_store); /* the last write of the active alarms */
     ccgw_gateway_publish_status(gw, false, "shutdown");
     /* wait for the broker's acknowledgements; not for a broker never reached */
@@ -334,6 +383,10 @@ void ccgw_gateway_free(ccgw_gateway_t *gw)
     for (size_t i = 0; i < gw->n_instances; i++)
         ccgw_instance_free(gw->instances[i]);
     free(gw->instances);
+    /* the configs reloads replaced (gw->cfg itself belongs to the caller) */
+    for (size_t i = 0; i < gw->n_retired; i++)
+        ccgw_gateway_config_free(gw->retired[i]);
+    free(gw->retired);
     ccgw_mqtt_free(gw->mqtt);
     ccgw_bus_free(gw->bus);
     ccgw_registry_free(gw->registry);
@@ -352,5 +405,6 @@ void ccgw_gateway_free(ccgw_gateway_t *gw)
         free(a);
     }
     pthread_mutex_destroy(&gw->gw_alarm_lock);
+    pthread_mutex_destroy(&gw->life_lock);
     free(gw);
 }

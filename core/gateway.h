@@ -48,6 +48,21 @@ typedef struct ccgw_gateway {
     size_t n_instances;
     atomic_bool stopping;
     uint64_t started_ms;
+    /* life (supervisor.c, reload.c): the instance list (instances,
+     * n_instances) and the config pointer change only with life_lock held,
+     * on the main thread or in ccgw_gateway_reload(); other threads that
+     * walk the instance list take it too. */
+    pthread_mutex_t life_lock;
+    ccgw_plugin_resolver_fn resolver;  /* for reload: the same resolver main used (may be NULL) */
+    void *resolver_ctx;
+    ccgw_gateway_config_t **retired;   /* configs replaced by a reload: running instances may still
+                                        * point into them; freed with the gateway */
+    size_t n_retired;
+    bool keep_retired;                 /* an abandoned (stuck) thread may use any of them */
+    _Atomic unsigned abandoned;        /* instances whose stuck thread was left behind */
+    _Atomic uint64_t reloads_ok, reloads_rejected;
+    char last_reload_error[512];       /* under life_lock */
+    uint64_t tls_stamp[3];             /* mqtt.tls ca/cert/key files as last seen (reload.c) */
     pthread_mutex_t gw_alarm_lock;     /* the gateway alarms below */
     struct ccgw_gw_alarm *gw_alarms;   /* active gateway alarms (gateway.c) */
     uint64_t gw_alarm_seq;
@@ -69,6 +84,11 @@ void ccgw_gateway_free(ccgw_gateway_t *gw);
  * otherwise added instances start, removed ones stop, changed ones restart,
  * unchanged ones keep running. Returns 0, or < 0 with the reason in why. */
 int ccgw_gateway_reload(ccgw_gateway_t *gw, char *why, size_t whylen);
+/* Note what reload compares against later (the TLS files); at start. */
+void ccgw_reload_init(ccgw_gateway_t *gw);
+/* Some instance thread is stuck in a plugin call and was left behind: the
+ * gateway must not be freed (main exits without freeing). */
+bool ccgw_gateway_has_abandoned(ccgw_gateway_t *gw);
 
 /* Publish the retained gateway status (online or not, with a reason). */
 void ccgw_gateway_publish_status(ccgw_gateway_t *gw, bool online, const char *reason);

@@ -258,6 +258,7 @@ static void route_healthz(ccgw_gateway_t *gw, ccgw_http_resp_t *resp)
     if (bs.limit && bs.depth >= bs.limit)
         reasons[nr++] = "north queue full";
     size_t running = 0, failed = 0;
+    pthread_mutex_lock(&gw->life_lock); /* reload changes the instance list */
     for (size_t i = 0; i < gw->n_instances; i++) {
         ccgw_instance_t *in = gw->instances[i];
         pthread_mutex_lock(&in->lock);
@@ -265,9 +266,10 @@ static void route_healthz(ccgw_gateway_t *gw, ccgw_http_resp_t *resp)
         pthread_mutex_unlock(&in->lock);
         if (st == CCGW_RUN_RUNNING)
             running++;
-        else if (st == CCGW_RUN_FAILED)
+        else if (st != CCGW_RUN_DISABLED && st != CCGW_RUN_CREATED && st != CCGW_RUN_STARTING)
             failed++;
     }
+    pthread_mutex_unlock(&gw->life_lock);
     uint64_t now = ccgw_now_ms();
     ccgw_jw_t w;
     ccgw_jw_init(&w);
@@ -326,6 +328,7 @@ static void route_instances(ccgw_gateway_t *gw, const ccgw_principal_t *who, ccg
     ccgw_jw_begin_object(&w);
     ccgw_jw_key(&w, "instances");
     ccgw_jw_begin_array(&w);
+    pthread_mutex_lock(&gw->life_lock); /* reload changes the instance list */
     for (size_t i = 0; i < gw->n_instances; i++) {
         ccgw_instance_t *in = gw->instances[i];
         if (!ccgw_principal_may_see(who, in->health_topic))
@@ -380,6 +383,7 @@ static void route_instances(ccgw_gateway_t *gw, const ccgw_principal_t *who, ccg
         ccgw_jw_end_object(&w);
         ccgw_jw_end_object(&w);
     }
+    pthread_mutex_unlock(&gw->life_lock);
     ccgw_jw_end_array(&w);
     ccgw_jw_end_object(&w);
     resp_json(resp, 200, &w);

@@ -16,11 +16,11 @@
 #define POST_LIMIT 4096
 
 static const char *const run_names[] = {"created", "starting", "running", "failed",
-                                        "stopping", "stopped", "disabled"};
+                                        "stopping", "stopped", "disabled", "backoff", "quarantined"};
 
 const char *ccgw_run_state_name(ccgw_run_state_t s)
 {
-    return (unsigned)s <= CCGW_RUN_DISABLED ? run_names[s] : "?";
+    return (unsigned)s <= CCGW_RUN_QUARANTINED ? run_names[s] : "?";
 }
 
 static const char *health_name(ccgw_health_t h)
@@ -49,6 +49,7 @@ ccgw_instance_t *ccgw_instance_new(ccgw_gateway_t *gw, const ccgw_instance_confi
         return NULL;
     }
     snprintf(inst->health_topic, tl, "%s/instance/%s", gw->gw_base, cfg->id);
+    inst->quota = ccgw_bus_quota_new(gw->bus); /* NULL: no share limit for it */
     pthread_mutex_init(&inst->lock, NULL);
     pthread_cond_init(&inst->cond, NULL);
     inst->run_state = cfg->enabled ? CCGW_RUN_CREATED : CCGW_RUN_DISABLED;
@@ -88,16 +89,42 @@ void ccgw_instance_publish_health(ccgw_instance_t *inst)
     ccgw_jw_string(&w, gw->boot);
     ccgw_jw_key(&w, "seq");
     ccgw_jw_uint(&w, ++inst->health_seq);
+    const ccgw_inst_sup_t *sup = &inst->sup;
+    bool bad = inst->run_state == CCGW_RUN_FAILED || inst->run_state == CCGW_RUN_BACKOFF ||
+               inst->run_state == CCGW_RUN_QUARANTINED || sup->hung;
     ccgw_jw_key(&w, "state");
-    ccgw_jw_string(&w, ccgw_run_state_name(inst->run_state));
+    ccgw_jw_string(&w, sup->hung && inst->run_state != CCGW_RUN_QUARANTINED ? "hung"
+                                                                             : ccgw_run_state_name(inst->run_state));
     ccgw_jw_key(&w, "health");
-    ccgw_jw_string(&w, inst->run_state == CCGW_RUN_FAILED ? "failed" : health_name(inst->health));
+    ccgw_jw_string(&w, bad ? "failed" : health_name(inst->health));
     if (inst->reason) {
         ccgw_jw_key(&w, "reason");
         ccgw_jw_string(&w, inst->reason);
     }
     ccgw_jw_key(&w, "devices");
     ccgw_jw_uint(&w, inst->n_devices);
+    /* supervision (supervisor.c) */
+    ccgw_jw_key(&w, "restarts");
+    ccgw_jw_uint(&w, sup->restarts);
+    ccgw_jw_key(&w, "failures");
+    ccgw_jw_uint(&w, sup->failures);
+    ccgw_jw_key(&w, "failures_in_window");
+    ccgw_jw_uint(&w, sup->n_fail);
+    if (sup->last_failure[0]) {
+        ccgw_jw_key(&w, "last_failure");
+        ccgw_jw_string(&w, sup->last_failure);
+        ccgw_jw_key(&w, "last_failure_at");
+        ccgw_jw_string(&w, sup->last_failure_ts);
+    }
+    if (sup->next_attempt_ms) {
+        uint64_t now = ccgw_now_ms();
+        ccgw_jw_key(&w, "next_attempt_at");
+        ccgw_jw_string(&w, sup->next_attempt_ts);
+        ccgw_jw_key(&w, "next_attempt_in_ms");
+        ccgw_jw_uint(&w, sup->next_attempt_ms > now ? sup->next_attempt_ms - now : 0);
+    }
+    ccgw_jw_key(&w, "quarantined");
+    ccgw_jw_bool(&w, sup->quarantined);
     ccgw_jw_end_object(&w);
     /* under inst->lock so that health updates reach the cache in order */
     if (!w.error)
@@ -118,12 +145,27 @@ static void set_run_state(ccgw_instance_t *inst, ccgw_run_state_t s, const char 
         inst->health = CCGW_HEALTH_OK; /* the plugin's last word does not outlive it */
     if (s == CCGW_RUN_FAILED)
         inst->health = CCGW_HEALTH_FAILED;
+    if (s == CCGW_RUN_RUNNING)
+        inst->sup.running_since_ms = ccgw_now_ms();
+    else
+        inst->sup.running_since_ms = 0;
     if (s == CCGW_RUN_RUNNING || s == CCGW_RUN_FAILED) {
         inst->start_done = true;
         pthread_cond_broadcast(&inst->cond);
     }
     pthread_mutex_unlock(&inst->lock);
     ccgw_instance_publish_health(inst);
+}
+
+/* Devices go offline with "instance failed: WHY" / "instance restarting: WHY"... */
+static void offline_all(ccgw_instance_t *inst, const char *why)
+{
+    char r[300];
+    if (!strncmp(why, "instance ", 9))
+        snprintf(r, sizeof r, "%s", why);
+    else
+        snprintf(r, sizeof r, "instance failed: %s", why);
+    ccgw_devices_set_all_offline(inst, r);
 }
 
 static void *instance_main(void *arg)
@@ -136,17 +178,18 @@ static void *instance_main(void *arg)
     if (rc < 0) {
         snprintf(why, sizeof why, "create failed: %s (%d)", ccgw_strerror(rc), rc);
         ccgw_log_tagged(CCGW_LOG_ERROR, inst->tag, NULL, 0, "%s; the other instances keep running", why);
-        ccgw_devices_set_all_offline(inst, "instance failed");
+        offline_all(inst, why);
         ccgw_loop_close_posts(inst->loop);
         ccgw_devices_remove_all(inst);
         set_run_state(inst, CCGW_RUN_FAILED, why);
+        atomic_store(&inst->thread_done, true);
         return NULL;
     }
     rc = p->start(inst->state);
     if (rc < 0) {
         snprintf(why, sizeof why, "start failed: %s (%d)", ccgw_strerror(rc), rc);
         ccgw_log_tagged(CCGW_LOG_ERROR, inst->tag, NULL, 0, "%s; the other instances keep running", why);
-        ccgw_devices_set_all_offline(inst, "instance failed");
+        offline_all(inst, why);
         ccgw_loop_run_posts(inst->loop);
         ccgw_loop_close_posts(inst->loop);
         ccgw_commands_teardown(inst);
@@ -155,6 +198,7 @@ static void *instance_main(void *arg)
         ccgw_commands_teardown(inst);
         ccgw_devices_remove_all(inst);
         set_run_state(inst, CCGW_RUN_FAILED, why);
+        atomic_store(&inst->thread_done, true);
         return NULL;
     }
     ccgw_log_tagged(CCGW_LOG_INFO, inst->tag, NULL, 0, "running (%s %s, %zu devices)", p->name,
@@ -168,13 +212,65 @@ static void *instance_main(void *arg)
     ccgw_loop_run_posts(inst->loop); /* work the plugin's threads handed over before stop returned */
     ccgw_loop_close_posts(inst->loop);
     ccgw_commands_teardown(inst);
-    ccgw_devices_set_all_offline(inst, "instance stopped");
+    char stop_reason[sizeof inst->stop_reason];
+    pthread_mutex_lock(&inst->lock);
+    snprintf(stop_reason, sizeof stop_reason, "%s", inst->stop_reason[0] ? inst->stop_reason : "instance stopped");
+    pthread_mutex_unlock(&inst->lock);
+    offline_all(inst, stop_reason);
     p->destroy(inst->state);
     inst->state = NULL;
     ccgw_commands_teardown(inst); /* replies the plugin never made */
     ccgw_devices_remove_all(inst);
     set_run_state(inst, CCGW_RUN_STOPPED, "stopped");
+    atomic_store(&inst->thread_done, true);
     return NULL;
+}
+
+int ccgw_instance_launch(ccgw_instance_t *inst)
+{
+    if (inst->thread_started || inst->abandoned)
+        return CCGW_ESTATE;
+    if (!inst->desc)
+        return CCGW_ESTATE;
+    ccgw_loop_free(inst->loop);
+    inst->loop = ccgw_loop_new(POST_LIMIT);
+    if (!inst->loop)
+        return CCGW_ENOMEM;
+    pthread_mutex_lock(&inst->lock);
+    inst->start_done = false;
+    inst->stop_reason[0] = '\0';
+    free(inst->reason); /* the last life's (kept in sup.last_failure) */
+    inst->reason = NULL;
+    inst->sup.launched_ms = ccgw_now_ms();
+    inst->sup.stop_asked_ms = 0;
+    inst->sup.hung = false;
+    inst->sup.next_attempt_ms = 0;
+    inst->run_state = CCGW_RUN_STARTING;
+    pthread_mutex_unlock(&inst->lock);
+    atomic_store(&inst->thread_done, false);
+    int rc = pthread_create(&inst->thread, NULL, instance_main, inst);
+    if (rc != 0) {
+        ccgw_log_tagged(CCGW_LOG_ERROR, inst->tag, NULL, 0, "cannot start its thread: %s", strerror(rc));
+        set_run_state(inst, CCGW_RUN_FAILED, "cannot start thread");
+        atomic_store(&inst->thread_done, true);
+        return CCGW_ENOMEM;
+    }
+    inst->thread_started = true;
+    char name[16];
+    snprintf(name, sizeof name, "i:%s", inst->cfg->id);
+    pthread_setname_np(inst->thread, name);
+    return CCGW_OK;
+}
+
+bool ccgw_instance_reap(ccgw_instance_t *inst)
+{
+    if (!inst->thread_started || !atomic_load(&inst->thread_done))
+        return false;
+    pthread_join(inst->thread, NULL);
+    inst->thread_started = false;
+    ccgw_loop_free(inst->loop);
+    inst->loop = NULL;
+    return true;
 }
 
 int ccgw_instance_start(ccgw_instance_t *inst, int timeout_ms)
@@ -183,25 +279,15 @@ int ccgw_instance_start(ccgw_instance_t *inst, int timeout_ms)
         ccgw_instance_publish_health(inst);
         return CCGW_OK;
     }
-    if (inst->run_state == CCGW_RUN_FAILED) {
+    if (!inst->desc) {
         ccgw_log_tagged(CCGW_LOG_ERROR, inst->tag, NULL, 0, "%s; the other instances keep running",
                         inst->reason ? inst->reason : "failed");
         ccgw_instance_publish_health(inst);
         return CCGW_ESTATE;
     }
-    inst->loop = ccgw_loop_new(POST_LIMIT);
-    if (!inst->loop)
-        return CCGW_ENOMEM;
-    int rc = pthread_create(&inst->thread, NULL, instance_main, inst);
-    if (rc != 0) {
-        ccgw_log_tagged(CCGW_LOG_ERROR, inst->tag, NULL, 0, "cannot start its thread: %s", strerror(rc));
-        set_run_state(inst, CCGW_RUN_FAILED, "cannot start thread");
-        return CCGW_ENOMEM;
-    }
-    inst->thread_started = true;
-    char name[16];
-    snprintf(name, sizeof name, "i:%s", inst->cfg->id);
-    pthread_setname_np(inst->thread, name);
+    int rc = ccgw_instance_launch(inst);
+    if (rc != CCGW_OK)
+        return rc;
 
     struct timespec dl;
     clock_gettime(CLOCK_REALTIME, &dl);
@@ -227,20 +313,46 @@ int ccgw_instance_start(ccgw_instance_t *inst, int timeout_ms)
     return s == CCGW_RUN_RUNNING ? CCGW_OK : CCGW_ESTATE;
 }
 
-void ccgw_instance_stop(ccgw_instance_t *inst)
+int ccgw_instance_stop_timed(ccgw_instance_t *inst, int timeout_ms)
 {
     if (!inst->thread_started)
-        return;
+        return inst->abandoned ? CCGW_ETIMEDOUT : CCGW_OK;
     ccgw_loop_stop(inst->loop);
-    pthread_join(inst->thread, NULL);
+    if (timeout_ms <= 0)
+        timeout_ms = 5000;
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += timeout_ms / 1000;
+    dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    int rc = pthread_timedjoin_np(inst->thread, NULL, &dl);
+    if (rc == ETIMEDOUT) {
+        /* stuck inside a plugin call: it may still use the instance, its
+         * loop, devices and the plugin's state, so none of it is freed */
+        ccgw_log_tagged(CCGW_LOG_ERROR, inst->tag, NULL, 0,
+                        "thread did not stop within %d ms (stuck in a plugin call): left behind, not freed",
+                        timeout_ms);
+        pthread_detach(inst->thread);
+        inst->thread_started = false;
+        inst->abandoned = true;
+        return CCGW_ETIMEDOUT;
+    }
     inst->thread_started = false;
+    return CCGW_OK;
 }
+
+void ccgw_instance_stop(ccgw_instance_t *inst) { (void)ccgw_instance_stop_timed(inst, 0); }
 
 void ccgw_instance_free(ccgw_instance_t *inst)
 {
     if (!inst)
         return;
     ccgw_instance_stop(inst);
+    if (inst->abandoned)
+        return; /* its thread may still run: leave everything it can reach */
     ccgw_loop_free(inst->loop);
     free(inst->reason);
     free(inst->health_topic);

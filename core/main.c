@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "auth.h"
 #include "ccgw_version.h"
@@ -59,7 +60,7 @@ static void usage(FILE *out)
             "       ccgw --version              version and plugin SDK ABI\n"
             "       ccgw --hash-token           read a token on stdin, print its sha256 (http.tokens[].sha256)\n"
             "options: --plugin-dir DIR (repeatable; searched after gateway.plugin_dirs)\n"
-            "signals: SIGTERM/SIGINT stop gracefully\n");
+            "signals: SIGTERM/SIGINT stop gracefully, SIGHUP reloads the config file\n");
 }
 
 static void describe(const ccgw_plugin_t *p)
@@ -217,9 +218,20 @@ int main(int argc, char **argv)
     ccgw_gateway_t *gw = ccgw_gateway_new(cfg, loader);
     if (!gw) {
         CLOG_ERROR("gateway", "cannot set up the gateway (see above)");
-    } else if (ccgw_gateway_start(gw) == 0) {
-        rc = ccgw_gateway_run(gw);
-        ccgw_gateway_stop(gw);
+    } else {
+        gw->resolver = resolve; /* reload resolves plugins the same way */
+        gw->resolver_ctx = &rctx;
+        if (ccgw_gateway_start(gw) == 0) {
+            rc = ccgw_gateway_run(gw);
+            ccgw_gateway_stop(gw);
+        }
+    }
+    if (gw && ccgw_gateway_has_abandoned(gw)) {
+        /* a plugin thread is stuck in a plugin call and may still touch the
+         * gateway's memory: exit without freeing anything (the kernel does) */
+        CLOG_WARN("gateway", "exiting with a plugin thread still stuck; nothing freed");
+        fflush(NULL);
+        _exit(rc);
     }
     ccgw_gateway_free(gw);
     mosquitto_lib_cleanup();

@@ -218,7 +218,9 @@ char *ccgw_metrics_render(struct ccgw_gateway *gw, size_t *len)
     uint64_t now = ccgw_now_ms();
     gauge(f, "ccgw_uptime_seconds", "Seconds since the gateway started.",
           gw->started_ms && now >= gw->started_ms ? (double)(now - gw->started_ms) / 1000.0 : 0);
+    pthread_mutex_lock(&gw->life_lock); /* reload changes the instance list */
     instances(f, gw);
+    pthread_mutex_unlock(&gw->life_lock);
     latency(f);
     bus(f, gw);
     mqtt(f, gw);

@@ -431,3 +431,13 @@ void ccgw_mqtt_get_stats(ccgw_mqtt_t *m, ccgw_mqtt_stats_t *out)
     out->inflight = atomic_load(&m->inflight);
     out->commands_in = atomic_load(&m->commands_in);
 }
+
+void ccgw_mqtt_reconnect(ccgw_mqtt_t *m, const char *why)
+{
+    if (!m || !m->loop_started)
+        return;
+    CLOG_INFO(TAG, "reconnecting to %s:%d: %s", m->gw->cfg->mqtt.host, m->gw->cfg->mqtt.port, why ? why : "asked");
+    int rc = mosquitto_disconnect_v5(m->mosq, 0, NULL);
+    if (rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_NO_CONN)
+        CLOG_WARN(TAG, "disconnect for the reconnect: %s", mosquitto_strerror(rc));
+}

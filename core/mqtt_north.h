@@ -33,5 +33,10 @@ void ccgw_mqtt_sink(ccgw_mqtt_t *m, ccgw_sink_t *out);
 void ccgw_mqtt_stop(ccgw_mqtt_t *m);
 void ccgw_mqtt_free(ccgw_mqtt_t *m);
 void ccgw_mqtt_get_stats(ccgw_mqtt_t *m, ccgw_mqtt_stats_t *out);
+/* Drop the connection (clean DISCONNECT, so no last will) and let the
+ * network thread connect again after reconnect.min_ms: libmosquitto loads
+ * the TLS CA, certificate and key files on every connect, so this re-reads
+ * them (reload after a certificate renewal). Thread-safe. */
+void ccgw_mqtt_reconnect(ccgw_mqtt_t *m, const char *why);
 
 #endif

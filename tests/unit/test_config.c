@@ -199,6 +199,37 @@ static bool any_diag_contains(const ccgw_config_doc_t *doc, const char *needle)
 /* tests                                                               */
 /* ------------------------------------------------------------------ */
 
+static void test_supervision(void **state)
+{
+    (void)state;
+    ccgw_gateway_config_t *cfg = load("gateway:\n  site: hq\n  id: gw1\n"
+                                      "  supervision: {restart_min_ms: 50, max_failures: 2, hang_timeout_ms: 900}\n"
+                                      "instances:\n"
+                                      "  - id: a\n    plugin: testplug\n    options: {host: h}\n"
+                                      "    supervision: {max_failures: 7, restart_max_ms: 500}\n"
+                                      "  - id: b\n    plugin: testplug\n    options: {host: h}\n");
+    assert_ndiags(cfg, 0);
+    assert_int_equal(cfg->supervision.restart_min_ms, 50);
+    assert_int_equal(cfg->supervision.restart_max_ms, 60000); /* default */
+    assert_int_equal(cfg->supervision.failure_window_s, 300);
+    assert_int_equal(cfg->supervision.start_timeout_ms, 15000);
+    const ccgw_supervision_config_t *a = &cfg->instances[0].supervision, *b = &cfg->instances[1].supervision;
+    assert_int_equal(a->max_failures, 7);         /* its own */
+    assert_int_equal(a->restart_max_ms, 500);
+    assert_int_equal(a->restart_min_ms, 50);      /* the gateway's */
+    assert_int_equal(a->hang_timeout_ms, 900);
+    assert_int_equal(b->max_failures, 2);         /* all the gateway's */
+    assert_int_equal(b->restart_max_ms, 60000);
+    ccgw_gateway_config_free(cfg);
+
+    cfg = load("gateway:\n  site: hq\n  id: gw1\n"
+               "instances:\n"
+               "  - id: a\n    plugin: testplug\n    options: {host: h}\n"
+               "    supervision: {restart_min_ms: 5000, restart_max_ms: 1000, bogus: 1}\n");
+    assert_ndiags(cfg, 2);
+    ccgw_gateway_config_free(cfg);
+}
+
 static void test_minimal_valid_and_defaults(void **state)
 {
     (void)state;
@@ -298,7 +329,7 @@ static void test_unknown_key_gateway(void **state)
     ccgw_gateway_config_t *cfg = load(GW_HEAD "  sites: x\n"); /* 4 */
     assert_ndiags(cfg, 1);
     assert_diag(cfg, "t.yaml:4:3: unknown key 'sites' in gateway (known: site, id, log_level, plugin_dirs, "
-                     "data_dir, queue_size, backpressure_ms); did you mean 'site'?");
+                     "data_dir, queue_size, backpressure_ms, supervision); did you mean 'site'?");
     ccgw_gateway_config_free(cfg);
 }
 
@@ -319,7 +350,7 @@ static void test_unknown_key_nested_plugin_options(void **state)
                                       "          colour: red\n"); /* 14 */
     assert_ndiags(cfg, 4);
     assert_diag(cfg, "t.yaml:7:5: unknown key 'colour' in instance 'room1' (known: id, plugin, enabled, "
-                     "command_timeout_ms, options)");
+                     "command_timeout_ms, supervision, options)");
     assert_diag(cfg, "t.yaml:10:7: unknown key 'pollinterval' in instance 'room1' options (known: host, "
                      "poll_interval_ms, timeout_ms, ratio, verbose, mode, token, extra, link, devices, tags)");
     assert_diag(cfg, "t.yaml:11:14: unknown key 'hots' in instance 'room1' options.link (known: host, port)");
@@ -1326,6 +1357,7 @@ int main(void)
         cmocka_unit_test(test_http_defaults),
         cmocka_unit_test(test_http_full),
         cmocka_unit_test(test_http_errors),
+        cmocka_unit_test(test_supervision),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

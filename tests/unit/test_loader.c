@@ -148,7 +148,8 @@ static void test_list(void **st)
     FILE *f = open_memstream(&buf, &len);
     int good = ccgw_loader_list(*st, f);
     fclose(f);
-    assert_int_equal(good, 5); /* good, old_minor, failing_create, failing_start, knob */
+    /* good, old_minor, failing_create, failing_start, knob, crash_start, hang, flood, failing_later */
+    assert_int_equal(good, 9);
     assert_non_null(strstr(buf, "bad_abi_major"));
     assert_non_null(strstr(buf, "refused"));
     free(buf);
