@@ -13,6 +13,8 @@
 
 #include "alarm_engine.h"
 #include "alarm_store.h"
+#include "audit.h"
+#include "auth.h"
 #include "ccgw_version.h"
 #include "device.h"
 #include "instance.h"
@@ -81,8 +83,10 @@ ccgw_gateway_t *ccgw_gateway_new(ccgw_gateway_config_t *cfg, ccgw_loader_t *load
     gw->bus = ccgw_bus_new((size_t)cfg->queue_size, cfg->backpressure_ms);
     gw->alarm_engine = ccgw_alarm_engine_new(cfg->alarms.rules, cfg->alarms.n_rules);
     gw->alarm_store = ccgw_alarm_store_open(cfg->alarms.persist ? cfg->data_dir : NULL);
+    gw->auth = ccgw_auth_new(&cfg->http);
+    gw->audit = gw->gw_base && gw->bus ? ccgw_audit_open(gw, cfg->http.audit_log) : NULL;
     if (!gw->site_base || !gw->gw_base || !gw->status_topic || !gw->will_payload || !gw->registry ||
-        !gw->bus || !gw->alarm_engine || !gw->alarm_store) {
+        !gw->bus || !gw->alarm_engine || !gw->alarm_store || !gw->auth || !gw->audit) {
         ccgw_gateway_free(gw);
         return NULL;
     }
@@ -335,6 +339,8 @@ void ccgw_gateway_free(ccgw_gateway_t *gw)
     ccgw_registry_free(gw->registry);
     ccgw_alarm_store_free(gw->alarm_store);
     ccgw_alarm_engine_free(gw->alarm_engine);
+    ccgw_audit_close(gw->audit);
+    ccgw_auth_free(gw->auth);
     free(gw->site_base);
     free(gw->gw_base);
     free(gw->status_topic);
