@@ -1647,7 +1647,18 @@ void ccgw_http_server_stop(ccgw_http_server_t *s)
     pthread_mutex_unlock(&s->in_lock);
     lws_context_destroy(s->ctx);
     s->ctx = NULL;
-    CLOG_INFO(TAG, "http stopped");
+    ccgw_http_server_stats_t st;
+    ccgw_http_server_get_stats(s, &st);
+    CLOG_INFO(TAG,
+              "http stopped: ws clients %llu accepted, %llu refused, %llu closed too slow; %llu frames, "
+              "%llu messages out; telemetry dropped %llu, state coalesced %llu, inbox dropped %llu; "
+              "http requests %llu, errors %llu; commands %llu",
+              (unsigned long long)st.clients_total, (unsigned long long)st.clients_refused,
+              (unsigned long long)st.clients_slow_closed, (unsigned long long)st.frames_out,
+              (unsigned long long)st.msgs_out, (unsigned long long)st.dropped_telemetry,
+              (unsigned long long)st.coalesced_state, (unsigned long long)st.inbox_dropped,
+              (unsigned long long)st.http_requests, (unsigned long long)st.http_errors,
+              (unsigned long long)st.commands_in);
 }
 
 void ccgw_http_server_free(ccgw_http_server_t *s)
