@@ -4,7 +4,8 @@
    wss:// with the certificate as the only trust anchor gets the snapshot
    and live messages; a plain ws:// connection to the TLS port fails;
  - MQTT enabled but the broker down (nothing listens on its port): the
-   WebSocket side works the same (snapshot + live);
+   WebSocket side works the same (snapshot + live); a graceful stop closes
+   the clients with 1001;
  - MQTT enabled with a real mosquitto: the same state reaches both sides.
 """
 import asyncio
@@ -69,7 +70,13 @@ async def test_mqtt_broker_down(rig):
     rig.start_sim()
     rig.start_gw(mqtt=free_port())  # enabled, nothing listens there
     await snapshot_and_live(rig)
-    assert "connected to" not in rig.log_text()
+    # a graceful stop closes the clients 1001 going away
+    c = await Client.connect(rig, header_token=VIEWER)
+    await c.send({"op": "sub", "id": 1, "filter": "#"})
+    await c.wait_op("ack", 1)
+    assert await asyncio.get_running_loop().run_in_executor(None, rig.stop_gw) == 0
+    code, reason = await c.wait_closed()
+    assert code == 1001, (code, reason)
 
 
 async def test_mqtt_enabled(rig):
