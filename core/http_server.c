@@ -112,7 +112,7 @@ typedef struct client {
     int close_code;
     const char *close_reason;
     char *rx;                        /* fragments of the current message */
-    size_t rx_len;
+    size_t rx_len, rx_cap;
     bool rx_overflow, rx_binary;
     int cmds;                        /* commands in flight */
 } client_t;
@@ -1340,12 +1340,19 @@ static void ws_receive(struct ccgw_http_server *s, struct lws *wsi, client_t *c,
         if (c->rx_len + len > (size_t)s->cfg->max_request_bytes) {
             c->rx_overflow = true;
         } else {
-            if (!c->rx) {
-                c->rx = malloc((size_t)s->cfg->max_request_bytes + 1);
-                if (!c->rx) {
+            if (c->rx_len + len > c->rx_cap) { /* grows with the message, up to max_request_bytes */
+                size_t cap = c->rx_cap ? c->rx_cap : 1024;
+                while (cap < c->rx_len + len)
+                    cap *= 2;
+                if (cap > (size_t)s->cfg->max_request_bytes)
+                    cap = (size_t)s->cfg->max_request_bytes;
+                char *nb = realloc(c->rx, cap);
+                if (!nb) {
                     c->rx_overflow = true;
                     return;
                 }
+                c->rx = nb;
+                c->rx_cap = cap;
             }
             memcpy(c->rx + c->rx_len, in, len);
             c->rx_len += len;
@@ -1362,6 +1369,11 @@ static void ws_receive(struct ccgw_http_server *s, struct lws *wsi, client_t *c,
     else
         handle_frame(c, c->rx, c->rx_len);
     c->rx_len = 0;
+    if (c->rx_cap > 4096) { /* an idle client keeps at most a small buffer */
+        free(c->rx);
+        c->rx = NULL;
+        c->rx_cap = 0;
+    }
 }
 
 /* ---- timers and the service thread ---- */
@@ -1441,7 +1453,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         return http_request(s, wsi, pss, in);
     case LWS_CALLBACK_HTTP_BODY: {
         http_req_t *h = pss->h;
-        if (!h || h->too_large)
+        if (!h || !h->body_expected || h->too_large)
             return 0;
         if (h->body_len + len > (size_t)s->cfg->max_request_bytes) {
             h->too_large = true;
@@ -1458,8 +1470,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     }
     case LWS_CALLBACK_HTTP_BODY_COMPLETION: {
         http_req_t *h = pss->h;
-        if (!h)
-            return 0;
+        if (!h || !h->body_expected || h->responded || h->pending)
+            return 0; /* answered already (no Content-Length, or 413 up front) */
         if (h->too_large)
             http_error(h, 413, "too_large", "request body over http.max_request_bytes");
         else
