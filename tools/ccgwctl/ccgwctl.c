@@ -2062,7 +2062,7 @@ static int tail_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user
         return 0;
 
     case LWS_CALLBACK_CLIENT_CONNECTION_ERROR: {
-        char why[512];
+        char why[2048];
         const char *e = in ? (const char *)in : "connection failed";
         if (strstr(e, "unauthorized"))
             t->fatal_auth = true;
@@ -2151,7 +2151,7 @@ static int tail_parse_url(tail_ctx_t *t, const char *url)
     const char *slash = strchr(p, '/');
     size_t hostport_len = slash ? (size_t)(slash - p) : strlen(p);
     const char *prefix = slash ? slash : "";
-    char hp[300];
+    char hp[sizeof t->host];
     if (hostport_len == 0 || hostport_len >= sizeof hp)
         return -1;
     memcpy(hp, p, hostport_len);
