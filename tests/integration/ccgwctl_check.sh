@@ -15,6 +15,8 @@
 #   unknown device -> 5; no server -> 3; usage errors -> 2; tail gets
 #   telemetry, exits 0 on SIGINT, 3 when the gateway goes away; ack of the
 #   rule's alarm -> 0, alarms shows it acknowledged, a second ack -> 1.
+#   Then the same gateway over https (self-signed certificate): --cacert and
+#   --insecure work for HTTP and the WebSocket, an untrusted certificate -> 3.
 # Every process is stopped by PID (trap). Exit 0: all passed; 1: a check failed.
 set -uo pipefail
 
@@ -371,6 +373,50 @@ else
 fi
 ctl status
 expect "status after the gateway stopped -> 3" 3
+
+# ---- https: the same gateway with TLS (a self-signed certificate is its own CA) ------------------
+if openssl req -x509 -newkey rsa:2048 -nodes -keyout "$tmp/key.pem" -out "$tmp/cert.pem" -days 1 \
+    -subj /CN=127.0.0.1 -addext "subjectAltName=IP:127.0.0.1" >/dev/null 2>&1; then
+    sed "/^  port: 0\$/a\\  cert_file: \"$tmp/cert.pem\"\n  key_file: \"$tmp/key.pem\"" "$tmp/ccgw.yaml" >"$tmp/ccgw-tls.yaml"
+    : >"$tmp/ccgw.log"
+    "$CCGW" --config "$tmp/ccgw-tls.yaml" >"$tmp/ccgw.out" 2>"$tmp/ccgw.log" &
+    CCGW_PID=$!
+    pids+=("$CCGW_PID")
+    HTTP_PORT=
+    for _ in $(seq 1 100); do
+        HTTP_PORT=$(sed -n 's/.*http listening on [0-9.]*:\([0-9][0-9]*\).*/\1/p' "$tmp/ccgw.log" | head -n 1)
+        [ -n "$HTTP_PORT" ] && break
+        kill -0 "$CCGW_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    if [ -z "$HTTP_PORT" ]; then
+        bad "ccgw with TLS did not log 'http listening on ...'"
+    else
+        URL="https://127.0.0.1:$HTTP_PORT"
+        ok "ccgw https on $URL"
+        ctl status
+        expect "https without --cacert: certificate not trusted -> 3" 3 "certificate"
+        if until_ok 15 --cacert "$tmp/cert.pem" devices -- "^hvac +room1-ac1 +yes"; then
+            expect "https --cacert devices" 0
+        else
+            bad "https --cacert devices: hvac room1-ac1 not online (exit $rc)"
+            show
+        fi
+        ctl --insecure status
+        expect "https --insecure status" 0 "equipment-room"
+        ctl --cacert "$tmp/cert.pem" send hvac/room1-ac1/hvac.set_setpoint value=23
+        expect "https send" 0 "^ok"
+        "$CTL" --url "$URL" --timeout 5 tail --count 1 'ccgw/v1/#' >"$tmp/out" 2>"$tmp/err"
+        rc=$?
+        expect "wss tail without --cacert -> 3" 3
+        timeout 20 "$CTL" --url "$URL" --timeout 10 --cacert "$tmp/cert.pem" tail --count 1 --no-snapshot \
+            'ccgw/v1/+/env/+/telemetry' >"$tmp/out" 2>"$tmp/err"
+        rc=$?
+        expect "wss tail --cacert gets telemetry" 0 '^ccgw/v1/hq/env/room1-th1/telemetry '
+    fi
+else
+    bad "openssl could not make a test certificate"
+fi
 
 echo "ccgwctl_check: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
