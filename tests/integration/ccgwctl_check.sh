@@ -16,7 +16,8 @@
 #   telemetry, exits 0 on SIGINT, 3 when the gateway goes away; ack of the
 #   rule's alarm -> 0, alarms shows it acknowledged, a second ack -> 1.
 #   Then the same gateway over https (self-signed certificate): --cacert and
-#   --insecure work for HTTP and the WebSocket, an untrusted certificate -> 3.
+#   --insecure work for HTTP and the WebSocket, an untrusted certificate -> 3,
+#   and tail --reconnect survives a restart of the gateway.
 # Every process is stopped by PID (trap). Exit 0: all passed; 1: a check failed.
 set -uo pipefail
 
@@ -413,6 +414,42 @@ if openssl req -x509 -newkey rsa:2048 -nodes -keyout "$tmp/key.pem" -out "$tmp/c
             'ccgw/v1/+/env/+/telemetry' >"$tmp/out" 2>"$tmp/err"
         rc=$?
         expect "wss tail --cacert gets telemetry" 0 '^ccgw/v1/hq/env/room1-th1/telemetry '
+
+        # tail --reconnect survives a gateway restart (same port) and goes on printing
+        "$CTL" --url "$URL" --timeout 10 --cacert "$tmp/cert.pem" tail --reconnect --no-snapshot \
+            'ccgw/v1/+/env/+/telemetry' >"$tmp/tail.out" 2>"$tmp/tail.err" &
+        tp=$!
+        pids+=("$tp")
+        for _ in $(seq 1 100); do [ -s "$tmp/tail.out" ] && break; sleep 0.1; done
+        kill -TERM "$CCGW_PID"
+        wait "$CCGW_PID"
+        sleep 1
+        if kill -0 "$tp" 2>/dev/null; then
+            ok "tail --reconnect still running after the gateway stopped"
+        else
+            bad "tail --reconnect exited when the gateway stopped"
+            cat "$tmp/tail.err"
+        fi
+        before=$(wc -l <"$tmp/tail.out")
+        sed "s/^  port: 0\$/  port: $HTTP_PORT/" "$tmp/ccgw-tls.yaml" >"$tmp/ccgw-tls2.yaml"
+        "$CCGW" --config "$tmp/ccgw-tls2.yaml" >"$tmp/ccgw.out" 2>"$tmp/ccgw.log" &
+        CCGW_PID=$!
+        pids+=("$CCGW_PID")
+        for _ in $(seq 1 200); do
+            [ "$(wc -l <"$tmp/tail.out")" -gt "$before" ] && break
+            kill -0 "$tp" 2>/dev/null || break
+            sleep 0.1
+        done
+        if [ "$(wc -l <"$tmp/tail.out")" -gt "$before" ]; then
+            ok "tail --reconnect prints telemetry again after the restart"
+        else
+            bad "tail --reconnect: nothing new within 20 s of the restart"
+            cat "$tmp/tail.err"
+        fi
+        kill -INT "$tp" 2>/dev/null
+        wait "$tp"
+        rc=$?
+        if [ "$rc" -eq 0 ]; then ok "tail --reconnect exits 0 on SIGINT"; else bad "tail --reconnect exit $rc on SIGINT"; fi
     fi
 else
     bad "openssl could not make a test certificate"
