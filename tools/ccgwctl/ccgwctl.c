@@ -76,10 +76,13 @@ typedef struct ctl_opts {
 } ctl_opts_t;
 
 static const char *g_cmd = NULL; /* for messages: "ccgwctl send: ..." */
+static bool g_quiet = false;     /* no messages (the fuzzer) */
 
 __attribute__((format(printf, 1, 2))) static void err(const char *fmt, ...)
 {
     va_list ap;
+    if (g_quiet)
+        return;
     fprintf(stderr, "ccgwctl%s%s: ", g_cmd ? " " : "", g_cmd ? g_cmd : "");
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
@@ -759,8 +762,10 @@ static double parse_ts(const char *s)
 
 static void fmt_duration(double s, char *buf, size_t len)
 {
-    if (s < 0)
+    if (!(s > 0)) /* also NaN */
         s = 0;
+    if (s > 1e12) /* ~31700 years: keeps the cast defined */
+        s = 1e12;
     long v = (long)s;
     if (v < 60)
         snprintf(buf, len, "%lds", v);
@@ -983,36 +988,16 @@ static int get_json(const ctl_opts_t *o, const char *path, const char *what, htt
 /* status                                                                      */
 /* ========================================================================== */
 
-static int cmd_status(ctl_opts_t *o, int argc, char **argv)
+/* Prints /healthz (hj) and the instances array (NULL when not available). */
+static void render_status(const ctl_opts_t *o, bool healthy, json_t *hj, json_t *insts)
 {
-    const char *pos[1];
-    int npos;
-    int rc = parse_cmd_args(o, argc, argv, NULL, NULL, NULL, usage_status, pos, 0, &npos);
-    if (rc >= 0)
-        return rc;
-
-    http_resp_t h, in;
-    rc = http_do(o, "GET", "/healthz", NULL, &h);
-    if (rc != EX_OK)
-        return rc;
-    bool healthy = h.status == 200;
-    if (!(h.status == 200 || h.status == 503) || !json_is_object(h.json)) {
-        report_error("GET /healthz", &h);
-        rc = status_exit(h.status);
-        http_resp_free(&h);
-        return rc == EX_OK ? EX_FAIL : rc;
-    }
-    int irc = get_json(o, "/api/v1/instances", "GET /api/v1/instances", &in);
-    json_t *insts = json_object_get(in.json, "instances");
-
     if (o->json) {
         json_t *out = json_object();
-        json_object_set(out, "health", h.json);
+        json_object_set(out, "health", hj);
         json_object_set(out, "instances", json_is_array(insts) ? insts : json_null());
         print_json_line(out);
         json_decref(out);
     } else {
-        json_t *hj = h.json;
         const char *st = json_string_value(json_object_get(hj, "status"));
         const char *boot = json_string_value(json_object_get(hj, "boot"));
         json_t *up = json_object_get(hj, "uptime_s");
@@ -1073,6 +1058,29 @@ static int cmd_status(ctl_opts_t *o, int argc, char **argv)
             tbl_free(&t);
         }
     }
+}
+
+static int cmd_status(ctl_opts_t *o, int argc, char **argv)
+{
+    const char *pos[1];
+    int npos;
+    int rc = parse_cmd_args(o, argc, argv, NULL, NULL, NULL, usage_status, pos, 0, &npos);
+    if (rc >= 0)
+        return rc;
+
+    http_resp_t h, in;
+    rc = http_do(o, "GET", "/healthz", NULL, &h);
+    if (rc != EX_OK)
+        return rc;
+    bool healthy = h.status == 200;
+    if (!(h.status == 200 || h.status == 503) || !json_is_object(h.json)) {
+        report_error("GET /healthz", &h);
+        rc = status_exit(h.status);
+        http_resp_free(&h);
+        return rc == EX_OK ? EX_FAIL : rc;
+    }
+    int irc = get_json(o, "/api/v1/instances", "GET /api/v1/instances", &in);
+    render_status(o, healthy, h.json, json_object_get(in.json, "instances"));
     if (irc == EX_OK && !healthy)
         irc = EX_FAIL;
     http_resp_free(&h);
@@ -1157,6 +1165,8 @@ static int split_n(const char *s, char *buf, size_t len, char **parts, int n)
     return 0;
 }
 
+static void render_device(const ctl_opts_t *o, const char *cls, const char *dev, json_t *ans);
+
 static int device_detail(ctl_opts_t *o, const char *spec)
 {
     char buf[512];
@@ -1172,63 +1182,68 @@ static int device_detail(ctl_opts_t *o, const char *spec)
     curl_free(d);
     http_resp_t r;
     int rc = get_json(o, path, spec, &r);
-    if (rc == EX_OK) {
-        if (o->json) {
-            print_json_line(r.json);
-        } else {
-            json_t *st = json_object_get(r.json, "state");
-            json_t *online = json_object_get(st, "online");
-            const char *reason = json_string_value(json_object_get(st, "reason"));
-            char age[64];
-            fmt_age(json_string_value(json_object_get(st, "ts")), age, sizeof age);
-            printf("device     %s/%s\n", parts[0], parts[1]);
-            const char *inst = json_string_value(json_object_get(st, "instance"));
-            if (inst)
-                printf("instance   %s\n", inst);
-            printf("online     %s%s%s%s\n", json_is_true(online) ? "yes" : json_is_false(online) ? "no" : "?",
-                   reason ? " (" : "", reason ? reason : "", reason ? ")" : "");
-            printf("state      changed %s\n", age);
-            const char *k;
-            json_t *v;
-            json_object_foreach(st, k, v) {
-                if (is_envelope_key(k))
-                    continue;
-                sbuf_t b = {0};
-                sb_value(&b, v);
-                printf("  %-24s %s\n", k, b.p ? b.p : "");
-                free(b.p);
-            }
-            json_t *tel = json_object_get(r.json, "telemetry");
-            json_t *vals = json_object_get(tel, "values");
-            if (json_is_object(vals)) {
-                char tage[64];
-                fmt_age(json_string_value(json_object_get(tel, "ts")), tage, sizeof tage);
-                printf("telemetry  %s\n", tage);
-                json_t *units = json_object_get(tel, "units");
-                json_object_foreach(vals, k, v) {
-                    sbuf_t b = {0};
-                    sb_value(&b, v);
-                    const char *u = json_string_value(json_object_get(units, k));
-                    printf("  %-24s %s%s%s\n", k, b.p ? b.p : "", u ? " " : "", u ? u : "");
-                    free(b.p);
-                }
-            }
-            json_t *alarms = json_object_get(r.json, "alarms");
-            size_t n = json_array_size(alarms);
-            printf("alarms     %zu active\n", n);
-            for (size_t i = 0; i < n; i++) {
-                json_t *a = json_array_get(alarms, i);
-                const char *by = json_string_value(json_object_get(a, "acked_by"));
-                printf("  %-8s %-12s %s  %s%s%s\n", jstr(a, "severity", "?"),
-                       jstr(a, "state", "?"),
-                       jstr(a, "code", "?"),
-                       jstr(a, "message", ""), by ? "  acked by " : "",
-                       by ? by : "");
-            }
-        }
-    }
+    if (rc == EX_OK)
+        render_device(o, parts[0], parts[1], r.json);
     http_resp_free(&r);
     return rc;
+}
+
+/* One device: GET /api/v1/devices/{class}/{device}'s answer. */
+static void render_device(const ctl_opts_t *o, const char *cls, const char *dev, json_t *ans)
+{
+    if (o->json) {
+        print_json_line(ans);
+    } else {
+        json_t *st = json_object_get(ans, "state");
+        json_t *online = json_object_get(st, "online");
+        const char *reason = json_string_value(json_object_get(st, "reason"));
+        char age[64];
+        fmt_age(json_string_value(json_object_get(st, "ts")), age, sizeof age);
+        printf("device     %s/%s\n", cls, dev);
+        const char *inst = json_string_value(json_object_get(st, "instance"));
+        if (inst)
+            printf("instance   %s\n", inst);
+        printf("online     %s%s%s%s\n", json_is_true(online) ? "yes" : json_is_false(online) ? "no" : "?",
+               reason ? " (" : "", reason ? reason : "", reason ? ")" : "");
+        printf("state      changed %s\n", age);
+        const char *k;
+        json_t *v;
+        json_object_foreach(st, k, v) {
+            if (is_envelope_key(k))
+                continue;
+            sbuf_t b = {0};
+            sb_value(&b, v);
+            printf("  %-24s %s\n", k, b.p ? b.p : "");
+            free(b.p);
+        }
+        json_t *tel = json_object_get(ans, "telemetry");
+        json_t *vals = json_object_get(tel, "values");
+        if (json_is_object(vals)) {
+            char tage[64];
+            fmt_age(json_string_value(json_object_get(tel, "ts")), tage, sizeof tage);
+            printf("telemetry  %s\n", tage);
+            json_t *units = json_object_get(tel, "units");
+            json_object_foreach(vals, k, v) {
+                sbuf_t b = {0};
+                sb_value(&b, v);
+                const char *u = json_string_value(json_object_get(units, k));
+                printf("  %-24s %s%s%s\n", k, b.p ? b.p : "", u ? " " : "", u ? u : "");
+                free(b.p);
+            }
+        }
+        json_t *alarms = json_object_get(ans, "alarms");
+        size_t n = json_array_size(alarms);
+        printf("alarms     %zu active\n", n);
+        for (size_t i = 0; i < n; i++) {
+            json_t *a = json_array_get(alarms, i);
+            const char *by = json_string_value(json_object_get(a, "acked_by"));
+            printf("  %-8s %-12s %s  %s%s%s\n", jstr(a, "severity", "?"),
+                   jstr(a, "state", "?"),
+                   jstr(a, "code", "?"),
+                   jstr(a, "message", ""), by ? "  acked by " : "",
+                   by ? by : "");
+        }
+    }
 }
 
 static int cmp_devices(const void *a, const void *b)
@@ -1242,6 +1257,8 @@ static int cmp_devices(const void *a, const void *b)
     return strcmp(jstr(x, "device", ""),
                   jstr(y, "device", ""));
 }
+
+static int render_devices(const ctl_opts_t *o, json_t *ans, const char *cls);
 
 static int cmd_devices(ctl_opts_t *o, int argc, char **argv)
 {
@@ -1266,26 +1283,28 @@ static int cmd_devices(ctl_opts_t *o, int argc, char **argv)
     }
     http_resp_t r;
     rc = get_json(o, path, "GET /api/v1/devices", &r);
-    if (rc != EX_OK) {
-        http_resp_free(&r);
-        return rc;
-    }
-    json_t *devs = json_object_get(r.json, "devices");
+    if (rc == EX_OK)
+        rc = render_devices(o, r.json, a.cls);
+    http_resp_free(&r);
+    return rc;
+}
+
+/* The devices table of GET /api/v1/devices's answer; the exit code. */
+static int render_devices(const ctl_opts_t *o, json_t *ans, const char *cls)
+{
+    json_t *devs = json_object_get(ans, "devices");
     if (!json_is_array(devs)) {
         err("GET /api/v1/devices: no \"devices\" array in the answer");
-        http_resp_free(&r);
         return EX_FAIL;
     }
     if (o->json) {
-        print_json_line(r.json);
-        http_resp_free(&r);
+        print_json_line(ans);
         return EX_OK;
     }
     size_t n = json_array_size(devs);
     json_t **v = calloc(n ? n : 1, sizeof *v);
     if (!v) {
         err("out of memory");
-        http_resp_free(&r);
         return EX_FAIL;
     }
     for (size_t i = 0; i < n; i++)
@@ -1327,12 +1346,11 @@ static int cmd_devices(ctl_opts_t *o, int argc, char **argv)
         free(b.p);
     }
     if (n == 0)
-        printf("no devices%s%s\n", a.cls ? " of class " : "", a.cls ? a.cls : "");
+        printf("no devices%s%s\n", cls ? " of class " : "", cls ? cls : "");
     else
         tbl_print(&t);
     tbl_free(&t);
     free(v);
-    http_resp_free(&r);
     return EX_OK;
 }
 
@@ -1411,6 +1429,8 @@ static int alarms_opt(void *ud, int id, const char *val)
     return EX_USAGE;
 }
 
+static int render_alarms(const ctl_opts_t *o, json_t *ans, const char *cls);
+
 static int cmd_alarms(ctl_opts_t *o, int argc, char **argv)
 {
     alarms_args_t a = {0};
@@ -1421,30 +1441,33 @@ static int cmd_alarms(ctl_opts_t *o, int argc, char **argv)
         return rc;
     http_resp_t r;
     rc = get_json(o, "/api/v1/alarms", "GET /api/v1/alarms", &r);
-    if (rc != EX_OK) {
-        http_resp_free(&r);
-        return rc;
-    }
-    json_t *all = json_object_get(r.json, "alarms");
+    if (rc == EX_OK)
+        rc = render_alarms(o, r.json, a.cls);
+    http_resp_free(&r);
+    return rc;
+}
+
+/* The alarms table of GET /api/v1/alarms's answer, sorted; the exit code. */
+static int render_alarms(const ctl_opts_t *o, json_t *ans, const char *cls)
+{
+    json_t *all = json_object_get(ans, "alarms");
     if (!json_is_array(all)) {
         err("GET /api/v1/alarms: no \"alarms\" array in the answer");
-        http_resp_free(&r);
         return EX_FAIL;
     }
     size_t n = json_array_size(all), m = 0;
     json_t **v = calloc(n ? n : 1, sizeof *v);
     if (!v) {
         err("out of memory");
-        http_resp_free(&r);
         return EX_FAIL;
     }
     for (size_t i = 0; i < n; i++) {
         json_t *al = json_array_get(all, i);
-        if (a.cls) {
+        if (cls) {
             char src[256];
             alarm_source(al, src, sizeof src);
-            size_t cl = strlen(a.cls);
-            if (strncmp(src, a.cls, cl) != 0 || src[cl] != '/')
+            size_t cl = strlen(cls);
+            if (strncmp(src, cls, cl) != 0 || src[cl] != '/')
                 continue;
         }
         v[m++] = al;
@@ -1454,10 +1477,9 @@ static int cmd_alarms(ctl_opts_t *o, int argc, char **argv)
         for (size_t i = 0; i < m; i++)
             json_array_append(arr, v[i]);
         json_object_set_new(out, "alarms", arr);
-        print_json_line(a.cls ? out : r.json);
+        print_json_line(cls ? out : ans);
         json_decref(out);
         free(v);
-        http_resp_free(&r);
         return EX_OK;
     }
     qsort(v, m, sizeof *v, cmp_alarms);
@@ -1484,7 +1506,6 @@ static int cmd_alarms(ctl_opts_t *o, int argc, char **argv)
         tbl_print(&t);
     tbl_free(&t);
     free(v);
-    http_resp_free(&r);
     return EX_OK;
 }
 
@@ -1804,7 +1825,8 @@ static void tail_finish(tail_ctx_t *t, int code)
         t->done = true;
         t->exit_code = code;
     }
-    lws_cancel_service(t->ctx);
+    if (t->ctx)
+        lws_cancel_service(t->ctx);
 }
 
 static int tail_connect(tail_ctx_t *t);
