@@ -50,6 +50,10 @@
 #define BATCH_MAX_MSGS 1024
 #define AUTH_TIMEOUT_MS 10000
 #define STOP_GRACE_MS 1000
+#ifndef IDLE_PING_S
+#define IDLE_PING_S 30
+#define IDLE_HANGUP_S 75
+#endif
 #define K_CTRL CCGW_KIND__COUNT   /* a control message (ack, reply, error, pong): never dropped */
 
 /* ---- shared encoded messages (service thread only) ---- */
@@ -1514,6 +1518,7 @@ static void lws_log(int level, const char *line)
 static void *service_main(void *arg)
 {
     struct ccgw_http_server *s = arg;
+    pthread_setname_np(pthread_self(), "ccgw:http");
     lws_sul_schedule(s->ctx, 0, &s->tick_sul, tick_cb, 250 * LWS_US_PER_MS);
     for (;;) {
         if (lws_service(s->ctx, 0) < 0)
@@ -1605,6 +1610,9 @@ int ccgw_http_server_start(ccgw_http_server_t *s)
     const char *addr = s->cfg->address ? s->cfg->address : "127.0.0.1";
     vi.iface = addr;
     vi.protocols = s->protocols;
+    /* idle WebSocket connections: PING after 30 s without a sign of life, hang up at 75 s */
+    static const lws_retry_bo_t idle = {.secs_since_valid_ping = IDLE_PING_S, .secs_since_valid_hangup = IDLE_HANGUP_S};
+    vi.retry_and_idle_policy = &idle;
     vi.keepalive_timeout = 30;
     vi.timeout_secs = 30;
     if (!strchr(addr, ':'))
