@@ -50,6 +50,10 @@
 #define BATCH_MAX_MSGS 1024
 #define AUTH_TIMEOUT_MS 10000
 #define STOP_GRACE_MS 1000
+#ifndef IDLE_PING_S
+#define IDLE_PING_S 30
+#define IDLE_HANGUP_S 75
+#endif
 #define K_CTRL CCGW_KIND__COUNT   /* a control message (ack, reply, error, pong): never dropped */
 
 /* ---- shared encoded messages (service thread only) ---- */
@@ -1145,6 +1149,37 @@ static bool static_path(const struct ccgw_http_server *s, const char *path, char
     return true;
 }
 
+/* The query string, its arguments joined with '&' (libwebsockets 4.1 keeps
+ * them as separate, URL-decoded fragments); NULL when none or over 8 KiB. */
+static char *query_string(struct lws *wsi)
+{
+    int total = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_URI_ARGS);
+    if (total <= 0 || total > 8192)
+        return NULL;
+    size_t cap = (size_t)total * 2 + 64, len = 0;
+    char *q = malloc(cap), frag[8193];
+    if (!q)
+        return NULL;
+    q[0] = '\0';
+    for (int i = 0; i < 256; i++) {
+        int n = lws_hdr_copy_fragment(wsi, frag, sizeof frag, WSI_TOKEN_HTTP_URI_ARGS, i);
+        if (n <= 0)
+            break;
+        if (len + (size_t)n + 2 > cap)
+            break;
+        if (len)
+            q[len++] = '&';
+        memcpy(q + len, frag, (size_t)n);
+        len += (size_t)n;
+        q[len] = '\0';
+    }
+    if (!len) {
+        free(q);
+        return NULL;
+    }
+    return q;
+}
+
 static int http_request(struct ccgw_http_server *s, struct lws *wsi, pss_t *pss, const char *uri)
 {
     atomic_fetch_add(&s->st_http_req, 1);
@@ -1167,12 +1202,7 @@ static int http_request(struct ccgw_http_server *s, struct lws *wsi, pss_t *pss,
     int mul = 0;
     h->method = lws_http_get_uri_and_method(wsi, &mu, &mul);
     snprintf(h->path, sizeof h->path, "%s", uri ? uri : "/");
-    int ql = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_URI_ARGS);
-    if (ql > 0 && ql < 8192 && (h->query = malloc((size_t)ql + 2)) &&
-        lws_hdr_copy(wsi, h->query, ql + 1, WSI_TOKEN_HTTP_URI_ARGS) < 0) {
-        free(h->query);
-        h->query = NULL;
-    }
+    h->query = query_string(wsi);
     if (strcmp(h->path, "/ws") == 0) {
         http_error(h, 400, "bad_request", "/ws is a WebSocket endpoint: use an Upgrade request");
         return 0;
@@ -1514,6 +1544,7 @@ static void lws_log(int level, const char *line)
 static void *service_main(void *arg)
 {
     struct ccgw_http_server *s = arg;
+    pthread_setname_np(pthread_self(), "ccgw:http");
     lws_sul_schedule(s->ctx, 0, &s->tick_sul, tick_cb, 250 * LWS_US_PER_MS);
     for (;;) {
         if (lws_service(s->ctx, 0) < 0)
@@ -1605,6 +1636,9 @@ int ccgw_http_server_start(ccgw_http_server_t *s)
     const char *addr = s->cfg->address ? s->cfg->address : "127.0.0.1";
     vi.iface = addr;
     vi.protocols = s->protocols;
+    /* idle WebSocket connections: PING after 30 s without a sign of life, hang up at 75 s */
+    static const lws_retry_bo_t idle = {.secs_since_valid_ping = IDLE_PING_S, .secs_since_valid_hangup = IDLE_HANGUP_S};
+    vi.retry_and_idle_policy = &idle;
     vi.keepalive_timeout = 30;
     vi.timeout_secs = 30;
     if (!strchr(addr, ':'))

@@ -240,6 +240,10 @@ async def test_http_api(rig):
     assert b"ccgw_ws_clients" in b, b[:300]
     st, h, b = rig.http("/api/v1/devices", token=VIEWER)
     assert st == 200 and len(json.loads(b)["devices"]) == 2, (st, b)
+    for q in ("?class=hvac", "?x=1&class=hvac"):  # the query string reaches the API
+        st, h, b = rig.http("/api/v1/devices" + q, token=VIEWER)
+        devs = json.loads(b)["devices"]
+        assert st == 200 and [d["device"] for d in devs] == ["room1-ac1"], (q, st, b)
     # a command: the reply comes from the instance thread, the response completes later
     body = json.dumps({"topic": T_AC + "/cmd/hvac.set_setpoint", "args": {"value": 22}}).encode()
     st, h, b = rig.http("/api/v1/commands", token=OPER, method="POST", body=body)
