@@ -77,6 +77,7 @@ typedef struct ctl_opts {
 
 static const char *g_cmd = NULL; /* for messages: "ccgwctl send: ..." */
 static bool g_quiet = false;     /* no messages (the fuzzer) */
+static bool g_no_token = false;  /* no token given anywhere: say how on 401 */
 
 __attribute__((format(printf, 1, 2))) static void err(const char *fmt, ...)
 {
@@ -451,6 +452,7 @@ static int finish_opts(ctl_opts_t *o)
         if (!o->token)
             return EX_USAGE;
     }
+    g_no_token = !o->token;
     if (o->token) {
         size_t tl = strlen(o->token);
         if (tl == 0 || tl > CTL_MAX_TOKEN) {
@@ -949,6 +951,8 @@ static void report_error(const char *what, const http_resp_t *r)
     const char *msg = json_string_value(json_object_get(e, "message"));
     if (!code && json_is_string(e))
         code = json_string_value(e);
+    if (r->status == 401 && g_no_token)
+        err("no token given: use --token-file FILE, CCGW_TOKEN_FILE or CCGW_TOKEN");
     if (code) {
         err("%s: %s: %s (HTTP %ld)", what, code, msg ? msg : "", r->status);
         return;
@@ -1954,6 +1958,8 @@ static void tail_handle(tail_ctx_t *t, const char *buf, size_t len)
         else
             err("%s: %s", code, msg);
         if (strcmp(code, "unauthorized") == 0 || strcmp(code, "forbidden") == 0) {
+            if (strcmp(code, "unauthorized") == 0 && g_no_token)
+                err("no token given: use --token-file FILE, CCGW_TOKEN_FILE or CCGW_TOKEN");
             t->fatal_auth = true;
             tail_finish(t, EX_AUTH);
         } else if (about_sub) {
