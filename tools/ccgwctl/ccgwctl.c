@@ -951,23 +951,23 @@ static void report_error(const char *what, const http_resp_t *r)
     const char *msg = json_string_value(json_object_get(e, "message"));
     if (!code && json_is_string(e))
         code = json_string_value(e);
-    if (r->status == 401 && g_no_token)
-        err("no token given: use --token-file FILE, CCGW_TOKEN_FILE or CCGW_TOKEN");
     if (code) {
         err("%s: %s: %s (HTTP %ld)", what, code, msg ? msg : "", r->status);
-        return;
+    } else {
+        /* anything else: the start of the body */
+        char snippet[201] = "";
+        if (r->body) {
+            size_t n = r->len < 200 ? r->len : 200;
+            memcpy(snippet, r->body, n);
+            snippet[n] = '\0';
+            for (char *p = snippet; *p; p++)
+                if (*p == '\n' || *p == '\r')
+                    *p = ' ';
+        }
+        err("%s: HTTP %ld%s%s", what, r->status, snippet[0] ? ": " : "", snippet);
     }
-    /* anything else: the start of the body */
-    char snippet[201] = "";
-    if (r->body) {
-        size_t n = r->len < 200 ? r->len : 200;
-        memcpy(snippet, r->body, n);
-        snippet[n] = '\0';
-        for (char *p = snippet; *p; p++)
-            if (*p == '\n' || *p == '\r')
-                *p = ' ';
-    }
-    err("%s: HTTP %ld%s%s", what, r->status, snippet[0] ? ": " : "", snippet);
+    if (r->status == 401 && g_no_token)
+        err("no token given: use --token-file FILE, CCGW_TOKEN_FILE or CCGW_TOKEN");
 }
 
 /* A GET whose answer must be a JSON object; prints errors; returns the exit code. */
