@@ -17,6 +17,7 @@
 #include "auth.h"
 #include "ccgw_version.h"
 #include "device.h"
+#include "http_server.h"
 #include "instance.h"
 #include "json_writer.h"
 #include "loader.h"
@@ -101,6 +102,13 @@ ccgw_gateway_t *ccgw_gateway_new(ccgw_gateway_config_t *cfg, ccgw_loader_t *load
         ccgw_sink_t sink;
         ccgw_mqtt_sink(gw->mqtt, &sink);
         ccgw_bus_set_sink(gw->bus, &sink);
+    }
+    if (cfg->http.enabled) { /* sets the bus tap: before ccgw_bus_start() */
+        gw->http = ccgw_http_server_new(gw);
+        if (!gw->http) {
+            ccgw_gateway_free(gw);
+            return NULL;
+        }
     }
     gw->instances = calloc(cfg->n_instances ? cfg->n_instances : 1, sizeof *gw->instances);
     if (!gw->instances) {
@@ -245,6 +253,8 @@ int ccgw_gateway_start(ccgw_gateway_t *gw)
     ccgw_gateway_publish_status(gw, true, NULL);
     if (ccgw_bus_start(gw->bus) != CCGW_OK)
         return CCGW_ENOMEM;
+    if (gw->http && ccgw_http_server_start(gw->http) != CCGW_OK)
+        return CCGW_EIO;
     if (gw->mqtt && ccgw_mqtt_start(gw->mqtt) != CCGW_OK)
         return CCGW_EIO;
     if (!gw->mqtt)
@@ -354,6 +364,7 @@ void ccgw_gateway_stop(ccgw_gateway_t *gw)
     for (size_t i = gw->n_instances; i-- > 0;)
         ccgw_instance_stop(gw->instances[i]); /* bounded: a stuck thread is left behind */
     pthread_mutex_unlock(&gw->life_lock);
+    ccgw_http_server_stop(gw->http); /* clients closed 1001; every command was answered */
     ccgw_alarm_store_stop(gw->alarm_store); /* the last write of the active alarms */
     ccgw_gateway_publish_status(gw, false, "shutdown");
     /* wait for the broker's acknowledgements; not for a broker never reached */
@@ -387,6 +398,7 @@ void ccgw_gateway_free(ccgw_gateway_t *gw)
     for (size_t i = 0; i < gw->n_retired; i++)
         ccgw_gateway_config_free(gw->retired[i]);
     free(gw->retired);
+    ccgw_http_server_free(gw->http);
     ccgw_mqtt_free(gw->mqtt);
     ccgw_bus_free(gw->bus);
     ccgw_registry_free(gw->registry);

@@ -41,11 +41,6 @@
 
 #define TAG "http"
 
-/* http_api.c may not be linked yet (another branch): resolved at run time. */
-#pragma weak ccgw_http_api_owns
-#pragma weak ccgw_http_api_handle
-#pragma weak ccgw_http_resp_free
-
 #define MAX_SUBS 64
 #define MAX_PENDING 1024          /* commands + pending HTTP responses in flight */
 #define MAX_CLIENT_CMDS 32        /* per WebSocket client */
@@ -55,6 +50,10 @@
 #define BATCH_MAX_MSGS 1024
 #define AUTH_TIMEOUT_MS 10000
 #define STOP_GRACE_MS 1000
+#ifndef IDLE_PING_S
+#define IDLE_PING_S 30
+#define IDLE_HANGUP_S 75
+#endif
 #define K_CTRL CCGW_KIND__COUNT   /* a control message (ack, reply, error, pong): never dropped */
 
 /* ---- shared encoded messages (service thread only) ---- */
@@ -117,7 +116,7 @@ typedef struct client {
     int close_code;
     const char *close_reason;
     char *rx;                        /* fragments of the current message */
-    size_t rx_len;
+    size_t rx_len, rx_cap;
     bool rx_overflow, rx_binary;
     int cmds;                        /* commands in flight */
 } client_t;
@@ -208,7 +207,7 @@ struct ccgw_http_server {
     atomic_int pending;
     /* stats */
     atomic_uint_least64_t st_clients, st_clients_total, st_refused, st_slow, st_frames, st_msgs,
-        st_dropped_tele, st_coalesced, st_inbox_dropped, st_http_req, st_http_err, st_cmds;
+        st_dropped_tele, st_coalesced, st_inbox_dropped, st_http_req, st_http_err, st_cmds, st_unauth_http;
 };
 
 static uint64_t now_ms(void) { return ccgw_now_ms(); }
@@ -1047,10 +1046,6 @@ static const char *header_token(struct lws *wsi, char *buf, int len)
 
 static void api_call(struct ccgw_http_server *s, http_req_t *h)
 {
-    if (!ccgw_http_api_handle) {
-        http_error(h, 404, "not_found", "the HTTP API is not available in this build");
-        return;
-    }
     char hbuf[1024];
     const char *tok = header_token(h->wsi, hbuf, sizeof hbuf);
     char why[128] = "";
@@ -1059,8 +1054,7 @@ static void api_call(struct ccgw_http_server *s, http_req_t *h)
     if (!had_header || tok)
         who = ccgw_auth_check(s->auth, tok, why, sizeof why);
     if (!who && had_header)
-        CLOG_WARN(TAG, "http %s %s from %s: token refused: %s", h->method == LWSHUMETH_POST ? "POST" : "GET",
-                  h->path, h->remote, tok ? (why[0] ? why : "unknown token") : "not a Bearer token");
+        CLOG_WARN(TAG, "http %s from %s: token refused: %s", h->path, h->remote, tok ? (why[0] ? why : "unknown token") : "not a Bearer token");
     static const char *const methods[] = {"GET", "POST", "OPTIONS", "PUT", "PATCH", "DELETE", "CONNECT", "HEAD"};
     ccgw_http_req_t req = {.method = h->method >= 0 && h->method < 8 ? methods[h->method] : "?",
                            .path = h->path,
@@ -1093,11 +1087,16 @@ static void api_call(struct ccgw_http_server *s, http_req_t *h)
     }
     atomic_fetch_sub(&s->pending, 1);
     free(rc);
+    if (resp.status == 401 && !had_header) { /* refusals are logged; a flood only sparsely */
+        uint64_t n = atomic_fetch_add(&s->st_unauth_http, 1) + 1;
+        if ((n & (n - 1)) == 0)
+            CLOG_WARN(TAG, "http %s %s from %s: 401 unauthorized: no token (%llu so far)", req.method, h->path,
+                      h->remote, (unsigned long long)n);
+    }
     http_respond(h, resp.status ? resp.status : 500, resp.content_type ? resp.content_type : "application/json",
                  resp.body, resp.body_len);
     resp.body = NULL;
-    if (ccgw_http_resp_free)
-        ccgw_http_resp_free(&resp);
+    ccgw_http_resp_free(&resp);
 }
 
 static const struct {
@@ -1150,6 +1149,37 @@ static bool static_path(const struct ccgw_http_server *s, const char *path, char
     return true;
 }
 
+/* The query string, its arguments joined with '&' (libwebsockets 4.1 keeps
+ * them as separate, URL-decoded fragments); NULL when none or over 8 KiB. */
+static char *query_string(struct lws *wsi)
+{
+    int total = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_URI_ARGS);
+    if (total <= 0 || total > 8192)
+        return NULL;
+    size_t cap = (size_t)total * 2 + 64, len = 0;
+    char *q = malloc(cap), frag[8193];
+    if (!q)
+        return NULL;
+    q[0] = '\0';
+    for (int i = 0; i < 256; i++) {
+        int n = lws_hdr_copy_fragment(wsi, frag, sizeof frag, WSI_TOKEN_HTTP_URI_ARGS, i);
+        if (n <= 0)
+            break;
+        if (len + (size_t)n + 2 > cap)
+            break;
+        if (len)
+            q[len++] = '&';
+        memcpy(q + len, frag, (size_t)n);
+        len += (size_t)n;
+        q[len] = '\0';
+    }
+    if (!len) {
+        free(q);
+        return NULL;
+    }
+    return q;
+}
+
 static int http_request(struct ccgw_http_server *s, struct lws *wsi, pss_t *pss, const char *uri)
 {
     atomic_fetch_add(&s->st_http_req, 1);
@@ -1172,17 +1202,12 @@ static int http_request(struct ccgw_http_server *s, struct lws *wsi, pss_t *pss,
     int mul = 0;
     h->method = lws_http_get_uri_and_method(wsi, &mu, &mul);
     snprintf(h->path, sizeof h->path, "%s", uri ? uri : "/");
-    int ql = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_URI_ARGS);
-    if (ql > 0 && ql < 8192 && (h->query = malloc((size_t)ql + 2)) &&
-        lws_hdr_copy(wsi, h->query, ql + 1, WSI_TOKEN_HTTP_URI_ARGS) < 0) {
-        free(h->query);
-        h->query = NULL;
-    }
+    h->query = query_string(wsi);
     if (strcmp(h->path, "/ws") == 0) {
         http_error(h, 400, "bad_request", "/ws is a WebSocket endpoint: use an Upgrade request");
         return 0;
     }
-    if (ccgw_http_api_owns && ccgw_http_api_owns(h->path)) {
+    if (ccgw_http_api_owns(h->path)) {
         long clen = -1;
         char cl[32];
         if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0 &&
@@ -1345,12 +1370,19 @@ static void ws_receive(struct ccgw_http_server *s, struct lws *wsi, client_t *c,
         if (c->rx_len + len > (size_t)s->cfg->max_request_bytes) {
             c->rx_overflow = true;
         } else {
-            if (!c->rx) {
-                c->rx = malloc((size_t)s->cfg->max_request_bytes + 1);
-                if (!c->rx) {
+            if (c->rx_len + len > c->rx_cap) { /* grows with the message, up to max_request_bytes */
+                size_t cap = c->rx_cap ? c->rx_cap : 1024;
+                while (cap < c->rx_len + len)
+                    cap *= 2;
+                if (cap > (size_t)s->cfg->max_request_bytes)
+                    cap = (size_t)s->cfg->max_request_bytes;
+                char *nb = realloc(c->rx, cap);
+                if (!nb) {
                     c->rx_overflow = true;
                     return;
                 }
+                c->rx = nb;
+                c->rx_cap = cap;
             }
             memcpy(c->rx + c->rx_len, in, len);
             c->rx_len += len;
@@ -1367,6 +1399,11 @@ static void ws_receive(struct ccgw_http_server *s, struct lws *wsi, client_t *c,
     else
         handle_frame(c, c->rx, c->rx_len);
     c->rx_len = 0;
+    if (c->rx_cap > 4096) { /* an idle client keeps at most a small buffer */
+        free(c->rx);
+        c->rx = NULL;
+        c->rx_cap = 0;
+    }
 }
 
 /* ---- timers and the service thread ---- */
@@ -1446,7 +1483,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         return http_request(s, wsi, pss, in);
     case LWS_CALLBACK_HTTP_BODY: {
         http_req_t *h = pss->h;
-        if (!h || h->too_large)
+        if (!h || !h->body_expected || h->too_large)
             return 0;
         if (h->body_len + len > (size_t)s->cfg->max_request_bytes) {
             h->too_large = true;
@@ -1463,8 +1500,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     }
     case LWS_CALLBACK_HTTP_BODY_COMPLETION: {
         http_req_t *h = pss->h;
-        if (!h)
-            return 0;
+        if (!h || !h->body_expected || h->responded || h->pending)
+            return 0; /* answered already (no Content-Length, or 413 up front) */
         if (h->too_large)
             http_error(h, 413, "too_large", "request body over http.max_request_bytes");
         else
@@ -1507,6 +1544,7 @@ static void lws_log(int level, const char *line)
 static void *service_main(void *arg)
 {
     struct ccgw_http_server *s = arg;
+    pthread_setname_np(pthread_self(), "ccgw:http");
     lws_sul_schedule(s->ctx, 0, &s->tick_sul, tick_cb, 250 * LWS_US_PER_MS);
     for (;;) {
         if (lws_service(s->ctx, 0) < 0)
@@ -1598,6 +1636,9 @@ int ccgw_http_server_start(ccgw_http_server_t *s)
     const char *addr = s->cfg->address ? s->cfg->address : "127.0.0.1";
     vi.iface = addr;
     vi.protocols = s->protocols;
+    /* idle WebSocket connections: PING after 30 s without a sign of life, hang up at 75 s */
+    static const lws_retry_bo_t idle = {.secs_since_valid_ping = IDLE_PING_S, .secs_since_valid_hangup = IDLE_HANGUP_S};
+    vi.retry_and_idle_policy = &idle;
     vi.keepalive_timeout = 30;
     vi.timeout_secs = 30;
     if (!strchr(addr, ':'))
@@ -1647,7 +1688,18 @@ void ccgw_http_server_stop(ccgw_http_server_t *s)
     pthread_mutex_unlock(&s->in_lock);
     lws_context_destroy(s->ctx);
     s->ctx = NULL;
-    CLOG_INFO(TAG, "http stopped");
+    ccgw_http_server_stats_t st;
+    ccgw_http_server_get_stats(s, &st);
+    CLOG_INFO(TAG,
+              "http stopped: ws clients %llu accepted, %llu refused, %llu closed too slow; %llu frames, "
+              "%llu messages out; telemetry dropped %llu, state coalesced %llu, inbox dropped %llu; "
+              "http requests %llu, errors %llu; commands %llu",
+              (unsigned long long)st.clients_total, (unsigned long long)st.clients_refused,
+              (unsigned long long)st.clients_slow_closed, (unsigned long long)st.frames_out,
+              (unsigned long long)st.msgs_out, (unsigned long long)st.dropped_telemetry,
+              (unsigned long long)st.coalesced_state, (unsigned long long)st.inbox_dropped,
+              (unsigned long long)st.http_requests, (unsigned long long)st.http_errors,
+              (unsigned long long)st.commands_in);
 }
 
 void ccgw_http_server_free(ccgw_http_server_t *s)

@@ -155,7 +155,7 @@ int ccgw_ws_parse(const char *buf, size_t len, const char *site_base, ccgw_ws_re
     if (!site_base)
         site_base = "";
     json_error_t je;
-    json_t *o = json_loadb(buf ? buf : "", buf ? len : 0, JSON_REJECT_DUPLICATES, &je);
+    json_t *o = json_loadb(buf ? buf : "", buf ? len : 0, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
     if (!o) {
         err->code = "bad_json";
         snprintf(err->message, sizeof err->message, "%s (at %d)", je.text, je.position);
