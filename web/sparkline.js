@@ -36,16 +36,18 @@
     pts.forEach(function (p) { if (p[1] < min) min = p[1]; if (p[1] > max) max = p[1]; });
     var span = max - min;
     if (span < 1e-9) { span = Math.abs(max) * 0.02 || 1; min -= span / 2; max += span / 2; }
-    var t0 = now - windowMs;
+    // less than a window of data (page just opened): spread what there is
+    var t0 = Math.max(now - windowMs, pts[0][0]);
+    var span_t = Math.max(now - t0, 1000);
     var xy = pts.map(function (p) {
-      var x = ((p[0] - t0) / windowMs) * w;
+      var x = ((p[0] - t0) / span_t) * w;
       var y = pad + (1 - (p[1] - min) / (max - min)) * (h - 2 * pad);
       return x.toFixed(1) + ',' + y.toFixed(1);
     });
     var last = pts[pts.length - 1];
-    var lx = ((last[0] - t0) / windowMs) * w;
+    var lx = ((last[0] - t0) / span_t) * w;
     var ly = pad + (1 - (last[1] - min) / (max - min)) * (h - 2 * pad);
-    var desc = label + ' over the last ' + Math.round(windowMs / 60000) + ' minutes: min ' + fmt(min) +
+    var desc = label + ' over the last ' + Math.max(1, Math.round(span_t / 60000)) + ' min: min ' + fmt(min) +
       ', max ' + fmt(max) + ', now ' + fmt(last[1]);
     return '<svg class="spark" viewBox="0 0 ' + w + ' ' + h + '" preserveAspectRatio="none" role="img" aria-label="' +
       esc(desc) + '"><title>' + esc(desc) + '</title><polyline class="spark-line" fill="none" points="' +

@@ -4,7 +4,8 @@
 #   ccgw_install_deps build       compilers, CMake, the -dev libraries
 #   ccgw_install_deps run         mosquitto broker and clients
 #   ccgw_install_deps test        cmocka, clang + libFuzzer runtime, Modbus tools, NUT (upsd, dummy-ups),
-#                                 snmpd and snmptrap (snmp)
+#                                 snmpd and snmptrap (snmp), chromium (the dashboard's browser test; node and
+#                                 npm come from the nodejs package)
 #   ccgw_install_deps demo        what tools/run-demo starts besides mosquitto: NUT (upsd, dummy-ups),
 #                                 snmpd and snmptrap (snmp), curl (the door simulator's hooks)
 
@@ -13,7 +14,8 @@ CCGW_PKGS_BUILD=(build-essential cmake pkg-config libyaml-dev libmosquitto-dev l
 CCGW_PKGS_RUN=(mosquitto mosquitto-clients)
 CCGW_PKGS_TEST=(libcmocka-dev clang openssl libclang-rt-14-dev mbpoll socat python3 python3-pymodbus
                 python3-serial procps valgrind nut-server nut-client
-                snmpd snmp)
+                snmpd snmp
+                chromium nodejs)
 CCGW_PKGS_DEMO=(nut-server nut-client snmpd snmp curl mbpoll)
 
 ccgw_install_deps() {
