@@ -715,7 +715,7 @@
         '<strong>' + esc(e[0]) + '</strong> ' + stateBadge(g.online ? 'online' : 'offline', g.online ? 'ok' : 'bad') +
         (g.version ? ' <span class="muted">version ' + esc(g.version) + '</span>' : '') +
         (g.reason ? ' <span class="muted">' + esc(g.reason) + '</span>' : '') +
-        ' <span class="muted">status ' + esc(ago(g._seen)) + '</span></div>';
+        ' <span class="muted">since ' + esc(clockTime(parseTs(g.ts) || g._seen)) + '</span></div>';
     }).join('') || '<p class="empty">No gateway status yet.</p>';
     patch($('gateways'), h);
     var online = gws.length ? gws.every(function (e) { return e[1].online; }) : null;
