@@ -685,10 +685,10 @@
       var acked = p.state === 'acknowledged';
       var btn = '';
       if (canAck() && !acked) {
-        var busy = pendingTopics.has(a.topic);
+        var busy = pendingTopics.has(a.topic) || conn.state !== 'live';
         btn = '<button type="button" class="btn btn-ack" data-ack="' + esc(a.topic) + '" data-focus-key="' +
           esc(a.topic) + '"' + (busy ? ' disabled' : '') + ' aria-label="Acknowledge ' + esc(a.code + ' on ' + a.source) +
-          '">' + (busy ? 'Acknowledging...' : 'Acknowledge') + '</button>';
+          '">' + (pendingTopics.has(a.topic) ? 'Acknowledging...' : 'Acknowledge') + '</button>';
       }
       var err = ackErrors.get(a.topic);
       var raised = parseTs(p.raised_at);
@@ -718,10 +718,11 @@
         ' <span class="muted">since ' + esc(clockTime(parseTs(g.ts) || g._seen)) + '</span></div>';
     }).join('') || '<p class="empty">No gateway status yet.</p>';
     patch($('gateways'), h);
-    var online = gws.length ? gws.every(function (e) { return e[1].online; }) : null;
+    var online = gws.length && conn.state === 'live' ? gws.every(function (e) { return e[1].online; }) : null;
     var pill = $('gw-status');
     pill.className = 'pill ' + (online == null ? 'pill-unknown' : online ? 'pill-ok' : 'pill-bad');
-    pill.textContent = 'gateway: ' + (online == null ? 'unknown' : online ? 'online' : 'offline');
+    pill.textContent = 'gateway: ' + (online == null ? (conn.state === 'live' ? 'unknown' : 'not connected') :
+                                      online ? 'online' : 'offline');
 
     var rows = Array.from(instances.entries()).sort().map(function (e) {
       var i = e[1];
