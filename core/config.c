@@ -1,6 +1,6 @@
 /*
  * config - the gateway's configuration file (sections gateway, mqtt,
- * alarms, instances), validated with the same option-table machinery as plugins.
+ * alarms, http, instances), validated with the same option-table machinery as plugins.
  *
  * Ownership: every char * in ccgw_gateway_config_t, ccgw_mqtt_config_t and
  * ccgw_instance_config_t is a malloc'ed copy owned by the cfg and freed by
@@ -15,12 +15,14 @@
  */
 #include "config.h"
 
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <errno.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "config_schema.h"
 
 bool ccgw_config__reported(const struct ccgw_config *node);
@@ -168,10 +170,63 @@ const ccgw_option_t ccgw_alarms_options[] = {
     CCGW_OPTION_END,
 };
 
+static const char *const http_roles[] = {"none", "viewer", "operator", "admin", NULL}; /* = ccgw_role_t */
+static const char *const token_roles[] = {"viewer", "operator", "admin", NULL};
+
+static const ccgw_option_t http_token_options[] = {
+    {.key = "name", .type = CCGW_OPT_STRING, .flags = CCGW_OPT_F_REQUIRED,
+     .doc = "Token name, [a-z0-9_.-]+ (1..64 chars), unique: shown in the audit log."},
+    {.key = "role", .type = CCGW_OPT_ENUM, .flags = CCGW_OPT_F_REQUIRED, .choices = token_roles,
+     .doc = "viewer: read; operator: + commands and alarm acknowledgement; admin: + reload."},
+    {.key = "sha256", .type = CCGW_OPT_STRING,
+     .doc = "SHA-256 of the token, 64 hex digits (ccgw --hash-token); exactly one of sha256, token, token_file."},
+    {.key = "token", .type = CCGW_OPT_STRING, .flags = CCGW_OPT_F_SECRET,
+     .doc = "The token itself; use !env NAME (or !file PATH)."},
+    {.key = "token_file", .type = CCGW_OPT_STRING,
+     .doc = "File holding the token (read at load, trailing newline removed); relative to this file's folder."},
+    {.key = "filters", .type = CCGW_OPT_LIST, .item_type = CCGW_OPT_STRING,
+     .doc = "MQTT topic filters the token may see and command; absent = everything."},
+    {.key = "commands", .type = CCGW_OPT_LIST, .item_type = CCGW_OPT_STRING,
+     .doc = "Command names the token may send (\"door.unlock\", \"door.*\", \"*\"); absent = all."},
+    CCGW_OPTION_END,
+};
+
+const ccgw_option_t ccgw_http_options[] = {
+    {.key = "enabled", .type = CCGW_OPT_BOOL, .def = "true",
+     .doc = "Serve WebSocket and HTTP (an absent http section also means disabled)."},
+    {.key = "address", .type = CCGW_OPT_STRING, .def = "127.0.0.1", .flags = CCGW_OPT_F_RANGE, .min = 1, .max = 255,
+     .doc = "Listen address."},
+    {.key = "port", .type = CCGW_OPT_INT, .flags = CCGW_OPT_F_RANGE, .def = "8080", .min = 0, .max = 65535,
+     .doc = "Listen TCP port; 0 = any free port (logged)."},
+    {.key = "cert_file", .type = CCGW_OPT_STRING, .doc = "Server certificate (PEM): TLS when set with key_file."},
+    {.key = "key_file", .type = CCGW_OPT_STRING, .doc = "Server private key (PEM); needs cert_file."},
+    {.key = "web_root", .type = CCGW_OPT_STRING,
+     .doc = "Folder of the dashboard files; default BINDIR/../share/ccgw/web."},
+    {.key = "dashboard", .type = CCGW_OPT_BOOL, .def = "true", .doc = "Serve the dashboard at /."},
+    {.key = "anonymous_role", .type = CCGW_OPT_ENUM, .def = "none", .choices = http_roles,
+     .doc = "Role of requests without a token; none = refused (401)."},
+    {.key = "max_clients", .type = CCGW_OPT_INT, .flags = CCGW_OPT_F_RANGE, .def = "10000", .min = 1,
+     .max = 1000000, .doc = "Most WebSocket clients at once."},
+    {.key = "client_queue", .type = CCGW_OPT_INT, .flags = CCGW_OPT_F_RANGE, .def = "4096", .min = 16,
+     .max = 10000000, .doc = "Send queue of one WebSocket client, in messages."},
+    {.key = "client_queue_bytes", .type = CCGW_OPT_INT, .flags = CCGW_OPT_F_RANGE, .def = "4194304", .min = 65536,
+     .max = 1073741824, .doc = "Send queue of one WebSocket client, in bytes."},
+    {.key = "max_request_bytes", .type = CCGW_OPT_INT, .flags = CCGW_OPT_F_RANGE, .def = "65536", .min = 1024,
+     .max = 67108864, .doc = "Largest HTTP request body or WebSocket message."},
+    {.key = "batch_ms", .type = CCGW_OPT_INT, .flags = CCGW_OPT_F_RANGE, .def = "5", .min = 0, .max = 1000,
+     .doc = "Longest delay before queued messages go out in one batch frame."},
+    {.key = "audit_log", .type = CCGW_OPT_STRING,
+     .doc = "Audit trail file (JSON lines); default DATA_DIR/audit.jsonl; \"\" = none (published only)."},
+    {.key = "tokens", .type = CCGW_OPT_LIST, .item_type = CCGW_OPT_OBJECT, .children = http_token_options,
+     .doc = "Bearer tokens: name, role and what they may see and do."},
+    CCGW_OPTION_END,
+};
+
 static const ccgw_option_t top_options[] = {
     {.key = "gateway", .type = CCGW_OPT_OBJECT, .doc = "This gateway."},
     {.key = "mqtt", .type = CCGW_OPT_OBJECT, .doc = "The MQTT broker; absent = MQTT disabled."},
     {.key = "alarms", .type = CCGW_OPT_OBJECT, .doc = "Alarm rules and alarm persistence."},
+    {.key = "http", .type = CCGW_OPT_OBJECT, .doc = "WebSocket and HTTP API; absent = disabled."},
     {.key = "instances", .type = CCGW_OPT_LIST, .item_type = CCGW_OPT_OBJECT, .doc = "Plugin instances."},
     CCGW_OPTION_END,
 };
@@ -485,6 +540,254 @@ static void fill_alarms(ccgw_gateway_config_t *cfg, struct ccgw_config *a)
     }
 }
 
+/* ---- http ---- */
+
+static bool valid_command_pattern(const char *s)
+{
+    size_t n = strlen(s);
+    if (!strcmp(s, "*"))
+        return true;
+    if (n >= 2 && s[n - 1] == '*' && s[n - 2] == '.')
+        n -= 2; /* "prefix.*" */
+    if (n == 0 || n > 128)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+/* A token file's content, trailing white space removed; NULL with errno. */
+static char *read_token_file(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return NULL;
+    char buf[4097];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    int err = ferror(f) ? errno : 0;
+    bool more = !err && fgetc(f) != EOF;
+    fclose(f);
+    if (err) {
+        errno = err ? err : EIO;
+        return NULL;
+    }
+    if (more) {
+        errno = EFBIG;
+        return NULL;
+    }
+    buf[n] = '\0';
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' || buf[n - 1] == '\t'))
+        buf[--n] = '\0';
+    char *out = strdup(buf);
+    explicit_bzero(buf, sizeof buf);
+    return out;
+}
+
+/* <dir of this executable>/../share/ccgw/web */
+static char *default_web_root(void)
+{
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = '\0';
+            char *out = NULL;
+            if (asprintf(&out, "%s/../share/ccgw/web", exe[0] ? exe : "") >= 0)
+                return out;
+        }
+    }
+    return strdup("/usr/share/ccgw/web");
+}
+
+static char **string_list(ccgw_config_doc_t *doc, const struct ccgw_config *list, size_t *n, size_t index,
+                          const char *key, bool (*valid)(const char *), const char *what)
+{
+    *n = 0;
+    if (!list || list->kind != CCGW_NODE_LIST || ccgw_config__reported(list) || list->count == 0)
+        return NULL;
+    char **out = calloc(list->count, sizeof *out);
+    if (!out)
+        return NULL;
+    for (size_t i = 0; i < list->count; i++) {
+        const struct ccgw_config *it = list->items[i];
+        if (it->kind != CCGW_NODE_SCALAR || it->is_null || ccgw_config__reported(it))
+            continue; /* reported by the schema */
+        if (!valid(it->text)) {
+            ccgw_config_diag(doc, it, "http.tokens[%zu].%s[%zu]: %s, got '%.80s'", index, key, i, what, it->text);
+            continue;
+        }
+        if ((out[*n] = strdup(it->text)) != NULL)
+            (*n)++;
+    }
+    return out;
+}
+
+static void fill_http(ccgw_gateway_config_t *cfg, struct ccgw_config *h, bool present)
+{
+    ccgw_config_doc_t *doc = cfg->doc;
+    ccgw_http_config_t *c = &cfg->http;
+    c->enabled = present && ccgw_config_bool(h, "enabled", true);
+    c->address = strdup(ccgw_config_string(h, "address", "127.0.0.1"));
+    c->port = get_int(h, "port", 8080);
+    const struct ccgw_config *cert = good_scalar(h, "cert_file"), *key = good_scalar(h, "key_file");
+    c->cert_file = cert ? resolve_path(doc, cert->text) : NULL;
+    c->key_file = key ? resolve_path(doc, key->text) : NULL;
+    if (!cert != !key)
+        ccgw_config_diag(doc, cert ? cert : key, "http: '%s' needs '%s' too", cert ? "cert_file" : "key_file",
+                         cert ? "key_file" : "cert_file");
+    const struct ccgw_config *files[] = {cert, key};
+    const char *paths[] = {c->cert_file, c->key_file};
+    for (int i = 0; i < 2; i++)
+        if (files[i] && paths[i] && access(paths[i], R_OK) != 0)
+            ccgw_config_diag(doc, files[i], "http: cannot read '%s': %s", paths[i], strerror(errno));
+    const struct ccgw_config *wr = good_scalar(h, "web_root");
+    c->web_root = wr ? resolve_path(doc, wr->text) : default_web_root();
+    c->dashboard = ccgw_config_bool(h, "dashboard", true);
+    const char *anon = ccgw_config_string(h, "anonymous_role", "none");
+    c->anonymous_role = CCGW_ROLE_NONE;
+    for (int i = 0; http_roles[i]; i++)
+        if (!strcmp(anon, http_roles[i]))
+            c->anonymous_role = i;
+    c->max_clients = get_int(h, "max_clients", 10000);
+    c->client_queue = get_int(h, "client_queue", 4096);
+    c->client_queue_bytes = get_int(h, "client_queue_bytes", 4194304);
+    c->max_request_bytes = get_int(h, "max_request_bytes", 65536);
+    c->batch_ms = get_int(h, "batch_ms", 5);
+    const struct ccgw_config *al = good_scalar(h, "audit_log");
+    if (al)
+        c->audit_log = al->text[0] ? resolve_path(doc, al->text) : NULL; /* "" = no file */
+    else if (cfg->data_dir && asprintf(&c->audit_log, "%s/audit.jsonl", cfg->data_dir) < 0)
+        c->audit_log = NULL;
+
+    const struct ccgw_config *list = ccgw_config_get(h, "tokens");
+    if (!list || list->kind != CCGW_NODE_LIST || ccgw_config__reported(list) || list->count == 0)
+        return;
+    c->tokens = calloc(list->count, sizeof *c->tokens);
+    if (!c->tokens) {
+        ccgw_config_diag(doc, list, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < list->count; i++) {
+        const struct ccgw_config *item = list->items[i];
+        if (item->kind != CCGW_NODE_MAP || ccgw_config__reported(item))
+            continue;
+        const struct ccgw_config *name = good_scalar(item, "name"), *role = good_scalar(item, "role");
+        static const char *const secrets[] = {"sha256", "token", "token_file"};
+        const struct ccgw_config *given[3];
+        int n_given = 0, which = -1;
+        bool ok = name && role;
+        for (int k = 0; k < 3; k++) {
+            given[k] = ccgw_config_get(item, secrets[k]);
+            if (given[k]) {
+                n_given++;
+                which = k;
+                if (!good_scalar(item, secrets[k]))
+                    ok = false; /* reported by the schema */
+            }
+        }
+        if (n_given != 1) {
+            if (n_given == 0)
+                ccgw_config_diag(doc, item, "http.tokens[%zu]: needs one of 'sha256', 'token' or 'token_file'", i);
+            else
+                ccgw_config_diag(doc, item, "http.tokens[%zu]: give only one of 'sha256', 'token' and 'token_file'",
+                                 i);
+            ok = false;
+        }
+        if (name && !ccgw_valid_id(name->text)) {
+            ccgw_config_diag(doc, name, "http.tokens[%zu]: 'name' must match [a-z0-9_.-]+ (1..64 characters), got '%.80s'",
+                             i, name->text);
+            ok = false;
+        }
+        ccgw_http_token_t t = {.role = CCGW_ROLE_NONE};
+        for (int k = 0; role && token_roles[k]; k++)
+            if (!strcmp(role->text, token_roles[k]))
+                t.role = CCGW_ROLE_VIEWER + k;
+        if (t.role == CCGW_ROLE_NONE)
+            ok = false; /* not one of the choices: reported by the schema */
+        if (ok && which == 0) {
+            const char *hx = given[0]->text;
+            bool hex_ok = strlen(hx) == 64;
+            for (size_t k = 0; hex_ok && k < 64; k++)
+                hex_ok = (hx[k] >= '0' && hx[k] <= '9') || (hx[k] >= 'a' && hx[k] <= 'f') ||
+                         (hx[k] >= 'A' && hx[k] <= 'F');
+            if (!hex_ok) {
+                ccgw_config_diag(doc, given[0], "http.tokens[%zu]: 'sha256' must be 64 hexadecimal digits%s", i,
+                                 given[0]->secret ? "" : " (ccgw --hash-token prints it)");
+                ok = false;
+            } else {
+                for (size_t k = 0; k < 64; k++)
+                    t.sha256[k] = (char)((hx[k] >= 'A' && hx[k] <= 'F') ? hx[k] - 'A' + 'a' : hx[k]);
+            }
+        } else if (ok && which == 1) {
+            if (!given[1]->text[0]) {
+                ccgw_config_diag(doc, given[1], "http.tokens[%zu]: 'token' is empty", i);
+                ok = false;
+            } else {
+                ccgw_auth_hash_token(given[1]->text, t.sha256);
+            }
+        } else if (ok && which == 2) {
+            char *path = resolve_path(doc, given[2]->text);
+            char *tok = path ? read_token_file(path) : NULL;
+            if (!tok) {
+                ccgw_config_diag(doc, given[2], "http.tokens[%zu]: cannot read token_file '%s': %s", i,
+                                 path ? path : given[2]->text, strerror(errno));
+                ok = false;
+            } else if (!tok[0]) {
+                ccgw_config_diag(doc, given[2], "http.tokens[%zu]: token_file '%s' is empty", i, path);
+                ok = false;
+            } else {
+                ccgw_auth_hash_token(tok, t.sha256);
+            }
+            if (tok) {
+                explicit_bzero(tok, strlen(tok));
+                free(tok);
+            }
+            free(path);
+        }
+        for (size_t k = 0; ok && k < c->n_tokens; k++) {
+            char w[300];
+            const struct ccgw_config *prev = NULL;
+            for (size_t m = 0; m < i && !prev; m++) {
+                const struct ccgw_config *pn = good_scalar(list->items[m], "name");
+                if (pn && !strcmp(pn->text, c->tokens[k].name))
+                    prev = pn;
+            }
+            if (!strcmp(c->tokens[k].name, name->text)) {
+                where(prev, w, sizeof w);
+                ccgw_config_diag(doc, name, "http.tokens[%zu]: duplicate token name '%s' (first defined at %s)", i,
+                                 name->text, w);
+                ok = false;
+            } else if (!strcmp(c->tokens[k].sha256, t.sha256)) {
+                ccgw_config_diag(doc, item, "http.tokens[%zu]: '%s' has the same token as '%s'", i, name->text,
+                                 c->tokens[k].name);
+                ok = false;
+            }
+        }
+        size_t before = doc->n_diags;
+        t.filters = string_list(doc, ccgw_config_get(item, "filters"), &t.n_filters, i, "filters",
+                                ccgw_topic_filter_valid,
+                                "must be an MQTT topic filter ('+' and '#' only as whole levels, '#' last)");
+        t.commands = string_list(doc, ccgw_config_get(item, "commands"), &t.n_commands, i, "commands",
+                                 valid_command_pattern, "must be a command name, \"prefix.*\" or \"*\"");
+        if (!ok || doc->n_diags != before) {
+            for (size_t k = 0; k < t.n_filters; k++)
+                free(t.filters[k]);
+            free(t.filters);
+            for (size_t k = 0; k < t.n_commands; k++)
+                free(t.commands[k]);
+            free(t.commands);
+            continue;
+        }
+        t.name = strdup(name->text);
+        c->tokens[c->n_tokens++] = t;
+    }
+}
+
 /* ---- instance ids: a small open-addressing set ---- */
 
 typedef struct idset {
@@ -632,6 +935,7 @@ static ccgw_gateway_config_t *load_doc(ccgw_config_doc_t *doc, ccgw_plugin_resol
         null_to_empty(root, "gateway", CCGW_NODE_MAP);
         null_to_empty(root, "mqtt", CCGW_NODE_MAP);
         null_to_empty(root, "alarms", CCGW_NODE_MAP);
+        null_to_empty(root, "http", CCGW_NODE_MAP);
         null_to_empty(root, "instances", CCGW_NODE_LIST);
         ccgw_schema_validate(root, top_options, NULL);
     }
@@ -665,6 +969,19 @@ static ccgw_gateway_config_t *load_doc(ccgw_config_doc_t *doc, ccgw_plugin_resol
         null_to_empty(al, "rules", CCGW_NODE_LIST);
         ccgw_schema_validate(al, ccgw_alarms_options, "alarms");
         fill_alarms(cfg, al);
+    }
+
+    struct ccgw_config *hs = (struct ccgw_config *)ccgw_config_get(root, "http");
+    if (hs && hs->kind == CCGW_NODE_MAP && !ccgw_config__reported(hs)) {
+        null_to_empty(hs, "tokens", CCGW_NODE_LIST);
+        ccgw_schema_validate(hs, ccgw_http_options, "http");
+        fill_http(cfg, hs, true);
+    } else {
+        /* absent (or broken): disabled, every field at its default */
+        struct ccgw_config *dflt = ccgw_config_node_new(doc, CCGW_NODE_MAP, NULL, 0, 0);
+        if (dflt)
+            ccgw_schema_validate(dflt, ccgw_http_options, "http");
+        fill_http(cfg, dflt, false);
     }
 
     struct ccgw_config *list = (struct ccgw_config *)ccgw_config_get(root, "instances");
@@ -733,6 +1050,24 @@ void ccgw_gateway_config_free(ccgw_gateway_config_t *cfg)
         free(r->message);
     }
     free(cfg->alarms.rules);
+    ccgw_http_config_t *h = &cfg->http;
+    free(h->address);
+    free(h->cert_file);
+    free(h->key_file);
+    free(h->web_root);
+    free(h->audit_log);
+    for (size_t i = 0; i < h->n_tokens; i++) {
+        ccgw_http_token_t *t = &h->tokens[i];
+        free(t->name);
+        explicit_bzero(t->sha256, sizeof t->sha256);
+        for (size_t k = 0; k < t->n_filters; k++)
+            free(t->filters[k]);
+        free(t->filters);
+        for (size_t k = 0; k < t->n_commands; k++)
+            free(t->commands[k]);
+        free(t->commands);
+    }
+    free(h->tokens);
     for (size_t i = 0; i < cfg->n_instances; i++) {
         free(cfg->instances[i].id);
         free(cfg->instances[i].plugin);

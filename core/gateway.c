@@ -13,8 +13,11 @@
 
 #include "alarm_engine.h"
 #include "alarm_store.h"
+#include "audit.h"
+#include "auth.h"
 #include "ccgw_version.h"
 #include "device.h"
+#include "http_server.h"
 #include "instance.h"
 #include "json_writer.h"
 #include "loader.h"
@@ -81,8 +84,10 @@ ccgw_gateway_t *ccgw_gateway_new(ccgw_gateway_config_t *cfg, ccgw_loader_t *load
     gw->bus = ccgw_bus_new((size_t)cfg->queue_size, cfg->backpressure_ms);
     gw->alarm_engine = ccgw_alarm_engine_new(cfg->alarms.rules, cfg->alarms.n_rules);
     gw->alarm_store = ccgw_alarm_store_open(cfg->alarms.persist ? cfg->data_dir : NULL);
+    gw->auth = ccgw_auth_new(&cfg->http);
+    gw->audit = gw->gw_base && gw->bus ? ccgw_audit_open(gw, cfg->http.audit_log) : NULL;
     if (!gw->site_base || !gw->gw_base || !gw->status_topic || !gw->will_payload || !gw->registry ||
-        !gw->bus || !gw->alarm_engine || !gw->alarm_store) {
+        !gw->bus || !gw->alarm_engine || !gw->alarm_store || !gw->auth || !gw->audit) {
         ccgw_gateway_free(gw);
         return NULL;
     }
@@ -95,6 +100,13 @@ ccgw_gateway_t *ccgw_gateway_new(ccgw_gateway_config_t *cfg, ccgw_loader_t *load
         ccgw_sink_t sink;
         ccgw_mqtt_sink(gw->mqtt, &sink);
         ccgw_bus_set_sink(gw->bus, &sink);
+    }
+    if (cfg->http.enabled) { /* sets the bus tap: before ccgw_bus_start() */
+        gw->http = ccgw_http_server_new(gw);
+        if (!gw->http) {
+            ccgw_gateway_free(gw);
+            return NULL;
+        }
     }
     gw->instances = calloc(cfg->n_instances ? cfg->n_instances : 1, sizeof *gw->instances);
     if (!gw->instances) {
@@ -238,6 +250,8 @@ int ccgw_gateway_start(ccgw_gateway_t *gw)
     ccgw_gateway_publish_status(gw, true, NULL);
     if (ccgw_bus_start(gw->bus) != CCGW_OK)
         return CCGW_ENOMEM;
+    if (gw->http && ccgw_http_server_start(gw->http) != CCGW_OK)
+        return CCGW_EIO;
     if (gw->mqtt && ccgw_mqtt_start(gw->mqtt) != CCGW_OK)
         return CCGW_EIO;
     if (!gw->mqtt)
@@ -301,6 +315,7 @@ void ccgw_gateway_stop(ccgw_gateway_t *gw)
     atomic_store(&gw->stopping, true);
     for (size_t i = gw->n_instances; i-- > 0;)
         ccgw_instance_stop(gw->instances[i]);
+    ccgw_http_server_stop(gw->http); /* clients closed 1001; every command was answered */
     ccgw_alarm_store_stop(gw->alarm_store); /* the last write of the active alarms */
     ccgw_gateway_publish_status(gw, false, "shutdown");
     /* wait for the broker's acknowledgements; not for a broker never reached */
@@ -330,11 +345,14 @@ void ccgw_gateway_free(ccgw_gateway_t *gw)
     for (size_t i = 0; i < gw->n_instances; i++)
         ccgw_instance_free(gw->instances[i]);
     free(gw->instances);
+    ccgw_http_server_free(gw->http);
     ccgw_mqtt_free(gw->mqtt);
     ccgw_bus_free(gw->bus);
     ccgw_registry_free(gw->registry);
     ccgw_alarm_store_free(gw->alarm_store);
     ccgw_alarm_engine_free(gw->alarm_engine);
+    ccgw_audit_close(gw->audit);
+    ccgw_auth_free(gw->auth);
     free(gw->site_base);
     free(gw->gw_base);
     free(gw->status_topic);

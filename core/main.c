@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth.h"
 #include "ccgw_version.h"
 #include "config.h"
 #include "config_schema.h"
@@ -56,6 +57,7 @@ static void usage(FILE *out)
             "       ccgw --list-plugins         list plugins in the plugin directories\n"
             "       ccgw --describe-plugin NAME the plugin's options and commands\n"
             "       ccgw --version              version and plugin SDK ABI\n"
+            "       ccgw --hash-token           read a token on stdin, print its sha256 (http.tokens[].sha256)\n"
             "options: --plugin-dir DIR (repeatable; searched after gateway.plugin_dirs)\n"
             "signals: SIGTERM/SIGINT stop gracefully\n");
 }
@@ -82,9 +84,33 @@ static void describe(const ccgw_plugin_t *p)
     }
 }
 
+/* --hash-token: the token on stdin (one line; the trailing newline is not
+ * part of it, as with token_file), its lower-case hex SHA-256 on stdout. */
+static int hash_token(void)
+{
+    char buf[4098];
+    size_t n = fread(buf, 1, sizeof buf - 1, stdin);
+    if (n > 4096) {
+        fprintf(stderr, "ccgw: token too long (at most 4096 bytes)\n");
+        return 1;
+    }
+    buf[n] = '\0';
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' || buf[n - 1] == '\t'))
+        buf[--n] = '\0';
+    if (n == 0) {
+        fprintf(stderr, "ccgw: no token on stdin\n");
+        return 1;
+    }
+    char hex[65];
+    ccgw_auth_hash_token(buf, hex);
+    explicit_bzero(buf, sizeof buf);
+    printf("%s\n", hex);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    enum { OPT_CONFIG = 1, OPT_CHECK, OPT_LIST, OPT_DESCRIBE, OPT_VERSION, OPT_PLUGIN_DIR, OPT_HELP };
+    enum { OPT_CONFIG = 1, OPT_CHECK, OPT_LIST, OPT_DESCRIBE, OPT_VERSION, OPT_PLUGIN_DIR, OPT_HELP, OPT_HASH_TOKEN };
     static const struct option opts[] = {
         {"config", required_argument, NULL, OPT_CONFIG},
         {"check-config", required_argument, NULL, OPT_CHECK},
@@ -93,6 +119,7 @@ int main(int argc, char **argv)
         {"version", no_argument, NULL, OPT_VERSION},
         {"plugin-dir", required_argument, NULL, OPT_PLUGIN_DIR},
         {"help", no_argument, NULL, OPT_HELP},
+        {"hash-token", no_argument, NULL, OPT_HASH_TOKEN},
         {NULL, 0, NULL, 0}};
     const char *config = NULL, *check = NULL, *describe_name = NULL;
     bool list = false;
@@ -116,6 +143,7 @@ int main(int argc, char **argv)
             break;
         case OPT_HELP:
         case 'h': usage(stdout); return 0;
+        case OPT_HASH_TOKEN: return hash_token();
         default: usage(stderr); return 2;
         }
     }

@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "audit.h"
 #include "ccgw/types.h"
 #include "command.h"
 #include "gateway.h"
@@ -163,6 +164,10 @@ static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto
         return;
     }
     ccgw_reply_target_t t = {.send = reply_send, .release = reply_release, .ctx = r};
+    /* audit: MQTT has no tokens; the remote is where the reply goes */
+    ccgw_audit_who_t who = {.token = "mqtt", .role = "-", .remote = r->topic, .channel = "mqtt"};
+    t = ccgw_audit_wrap(gw->audit, &who, strcmp(parts[3], "alarm.ack") ? "command" : "alarm.ack", msg->topic,
+                        msg->payload, (size_t)msg->payloadlen, t);
     ccgw_command_dispatch(gw, parts[0], parts[1], parts[3], msg->payload, (size_t)msg->payloadlen, t);
 }
 

@@ -285,10 +285,10 @@ static void test_unknown_key_top_level(void **state)
 {
     (void)state;
     ccgw_gateway_config_t *cfg = load(GW_HEAD
-                                      "http:\n"           /* 4 */
+                                      "web:\n"            /* 4 */
                                       "  listen: 8080\n");/* 5 */
     assert_ndiags(cfg, 1);
-    assert_diag(cfg, "t.yaml:4:1: unknown key 'http' in the top level (known: gateway, mqtt, alarms, instances)");
+    assert_diag(cfg, "t.yaml:4:1: unknown key 'web' in the top level (known: gateway, mqtt, alarms, http, instances)");
     ccgw_gateway_config_free(cfg);
 }
 
@@ -1102,6 +1102,196 @@ static void test_collects_all_errors(void **state)
     ccgw_gateway_config_free(cfg);
 }
 
+/* ---- the http section ---- */
+
+#define SHA_TEST "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08" /* sha256("test") */
+
+static void test_http_defaults(void **state)
+{
+    (void)state;
+    ccgw_gateway_config_t *cfg = load(GW_HEAD "  data_dir: /srv/d\n");
+    assert_ndiags(cfg, 0);
+    const ccgw_http_config_t *h = &cfg->http;
+    assert_false(h->enabled);
+    assert_string_equal(h->address, "127.0.0.1");
+    assert_int_equal(h->port, 8080);
+    assert_null(h->cert_file);
+    assert_null(h->key_file);
+    assert_non_null(h->web_root);
+    assert_non_null(strstr(h->web_root, "/share/ccgw/web"));
+    assert_true(h->dashboard);
+    assert_int_equal(h->anonymous_role, 0);
+    assert_int_equal(h->max_clients, 10000);
+    assert_int_equal(h->client_queue, 4096);
+    assert_int_equal(h->client_queue_bytes, 4194304);
+    assert_int_equal(h->max_request_bytes, 65536);
+    assert_int_equal(h->batch_ms, 5);
+    assert_string_equal(h->audit_log, "/srv/d/audit.jsonl");
+    assert_int_equal(h->n_tokens, 0);
+    ccgw_gateway_config_free(cfg);
+
+    cfg = load(GW_HEAD "http:\n");
+    assert_ndiags(cfg, 0);
+    assert_true(cfg->http.enabled); /* present, even empty: on */
+    assert_string_equal(cfg->http.audit_log, "/var/lib/ccgw/audit.jsonl");
+    ccgw_gateway_config_free(cfg);
+}
+
+static void test_http_full(void **state)
+{
+    (void)state;
+    char tmpl[] = "/tmp/ccgw-test-http-XXXXXX";
+    assert_non_null(mkdtemp(tmpl));
+    char tok[PATH_MAX + 32], yaml[4096];
+    snprintf(tok, sizeof tok, "%s/wall.token", tmpl);
+    FILE *f = fopen(tok, "w");
+    assert_non_null(f);
+    fputs("test\n", f);
+    fclose(f);
+    setenv("CCGW_TEST_OP_TOKEN", "operator-secret", 1);
+    snprintf(yaml, sizeof yaml,
+             GW_HEAD
+             "http:\n"
+             "  address: 0.0.0.0\n"
+             "  port: 0\n"
+             "  web_root: /srv/web\n"
+             "  dashboard: false\n"
+             "  anonymous_role: viewer\n"
+             "  max_clients: 5\n"
+             "  client_queue: 16\n"
+             "  client_queue_bytes: 65536\n"
+             "  max_request_bytes: 1024\n"
+             "  batch_ms: 0\n"
+             "  audit_log: \"\"\n"
+             "  tokens:\n"
+             "    - name: wall\n"
+             "      role: viewer\n"
+             "      token_file: %s\n"
+             "      filters: [\"ccgw/v1/+/ups/#\", \"ccgw/v1/+/env/#\"]\n"
+             "    - name: duty\n"
+             "      role: operator\n"
+             "      token: !env CCGW_TEST_OP_TOKEN\n"
+             "      commands: [\"door.*\", ups.test_battery]\n"
+             "    - name: boss\n"
+             "      role: admin\n"
+             "      sha256: 2CF24DBA5FB0A30E26E83B2AC5B9E29E1B161E5C1FA7425E73043362938B9824\n",
+             tok);
+    ccgw_gateway_config_t *cfg = load(yaml);
+    assert_ndiags(cfg, 0);
+    const ccgw_http_config_t *h = &cfg->http;
+    assert_true(h->enabled);
+    assert_string_equal(h->address, "0.0.0.0");
+    assert_int_equal(h->port, 0);
+    assert_string_equal(h->web_root, "/srv/web");
+    assert_false(h->dashboard);
+    assert_int_equal(h->anonymous_role, 1);
+    assert_int_equal(h->max_clients, 5);
+    assert_int_equal(h->client_queue, 16);
+    assert_int_equal(h->client_queue_bytes, 65536);
+    assert_int_equal(h->max_request_bytes, 1024);
+    assert_int_equal(h->batch_ms, 0);
+    assert_null(h->audit_log); /* "" = no file */
+    assert_int_equal(h->n_tokens, 3);
+    assert_string_equal(h->tokens[0].name, "wall");
+    assert_int_equal(h->tokens[0].role, 1);
+    assert_string_equal(h->tokens[0].sha256, SHA_TEST); /* file content, newline removed */
+    assert_int_equal(h->tokens[0].n_filters, 2);
+    assert_string_equal(h->tokens[0].filters[1], "ccgw/v1/+/env/#");
+    assert_int_equal(h->tokens[0].n_commands, 0);
+    assert_string_equal(h->tokens[1].name, "duty");
+    assert_int_equal(h->tokens[1].role, 2);
+    /* sha256("operator-secret") */
+    assert_string_equal(h->tokens[1].sha256, "ec585b7be286a5088d8687af4ce027f389cd098e2bb0dee876d5521fa4468f59");
+    assert_int_equal(h->tokens[1].n_commands, 2);
+    assert_string_equal(h->tokens[1].commands[0], "door.*");
+    assert_int_equal(h->tokens[2].role, 3);
+    assert_string_equal(h->tokens[2].sha256, "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
+    ccgw_gateway_config_free(cfg);
+    unlink(tok);
+    rmdir(tmpl);
+    unsetenv("CCGW_TEST_OP_TOKEN");
+}
+
+static void test_http_errors(void **state)
+{
+    (void)state;
+    ccgw_gateway_config_t *cfg = load(GW_HEAD
+                                      "http:\n"                                          /* 4 */
+                                      "  colour: red\n"                                  /* 5 */
+                                      "  port: 70000\n"                                  /* 6 */
+                                      "  anonymous_role: root\n"                         /* 7 */
+                                      "  cert_file: /dev/null\n"                         /* 8 */
+                                      "  tokens:\n"                                      /* 9 */
+                                      "    - name: a\n"                                  /* 10 */
+                                      "      role: viewer\n"                             /* 11 */
+                                      "    - name: b\n"                                  /* 12 */
+                                      "      role: viewer\n"                             /* 13 */
+                                      "      token: x\n"                                 /* 14 */
+                                      "      sha256: " SHA_TEST "\n"                     /* 15 */
+                                      "    - name: c\n"                                  /* 16 */
+                                      "      role: god\n"                                /* 17 */
+                                      "      token: y\n"                                 /* 18 */
+                                      "    - name: d\n"                                  /* 19 */
+                                      "      role: viewer\n"                             /* 20 */
+                                      "      sha256: abc\n"                              /* 21 */
+                                      "    - name: e\n"                                  /* 22 */
+                                      "      role: viewer\n"                             /* 23 */
+                                      "      token_file: /nonexistent/e.token\n"         /* 24 */
+                                      "    - name: f\n"                                  /* 25 */
+                                      "      role: operator\n"                           /* 26 */
+                                      "      token: f-secret\n"                          /* 27 */
+                                      "      filters: [\"a/#/b\", \"ok/+\", \"x+\"]\n"  /* 28 */
+                                      "      commands: [\"Door.open\", \"*\", \"door.*\", \".*\"]\n" /* 29 */
+                                      "    - name: g\n"                                  /* 30 */
+                                      "      role: operator\n"                           /* 31 */
+                                      "      token: g-secret\n"                          /* 32 */
+                                      "    - name: g\n"                                  /* 33 */
+                                      "      role: admin\n"                              /* 34 */
+                                      "      token: other\n"                             /* 35 */
+                                      "    - name: h\n"                                  /* 36 */
+                                      "      role: admin\n"                              /* 37 */
+                                      "      token: g-secret\n"                          /* 38 */
+                                      "    - name: Bad Name\n"                           /* 39 */
+                                      "      role: admin\n"                              /* 40 */
+                                      "      token: z\n"                                 /* 41 */
+                                      "      extra: 1\n");                               /* 42 */
+    assert_diag(cfg, "t.yaml:5:3: unknown key 'colour' in http");
+    assert_diag(cfg, "t.yaml:6:9: 'port' must be an int in 0..65535, got '70000'");
+    assert_diag(cfg, "t.yaml:7:19: 'anonymous_role' must be one of");
+    assert_diag(cfg, "t.yaml:8:14: http: 'cert_file' needs 'key_file' too");
+    assert_diag(cfg, "t.yaml:10:7: http.tokens[0]: needs one of 'sha256', 'token' or 'token_file'");
+    assert_diag(cfg, "t.yaml:12:7: http.tokens[1]: give only one of 'sha256', 'token' and 'token_file'");
+    assert_diag(cfg, "t.yaml:17:13: 'role' must be one of");
+    assert_diag(cfg, "t.yaml:21:15: http.tokens[3]: 'sha256' must be 64 hexadecimal digits");
+    assert_diag(cfg, "t.yaml:24:19: http.tokens[4]: cannot read token_file '/nonexistent/e.token': No such file");
+    assert_diag(cfg, "t.yaml:28:17: http.tokens[5].filters[0]: must be an MQTT topic filter");
+    assert_diag(cfg, "t.yaml:28:34: http.tokens[5].filters[2]: must be an MQTT topic filter");
+    assert_diag(cfg, "t.yaml:29:18: http.tokens[5].commands[0]: must be a command name");
+    assert_diag(cfg, "t.yaml:29:46: http.tokens[5].commands[3]: must be a command name");
+    assert_diag(cfg, "t.yaml:33:13: http.tokens[7]: duplicate token name 'g' (first defined at t.yaml:30:13)");
+    assert_diag(cfg, "t.yaml:36:7: http.tokens[8]: 'h' has the same token as 'g'");
+    assert_diag(cfg, "t.yaml:39:13: http.tokens[9]: 'name' must match [a-z0-9_.-]+");
+    assert_diag(cfg, "t.yaml:42:7: unknown key 'extra' in http.tokens[9]");
+    assert_ndiags(cfg, 17);
+    assert_false(any_diag_contains(cfg->doc, "g-secret"));
+    assert_int_equal(cfg->http.n_tokens, 1); /* only g */
+    ccgw_gateway_config_free(cfg);
+
+    /* a secret sha256 that is not hex does not echo the advice text; an empty token is refused */
+    setenv("CCGW_TEST_EMPTY", "", 1);
+    cfg = load(GW_HEAD
+               "http:\n"                                 /* 4 */
+               "  tokens:\n"                             /* 5 */
+               "    - {name: a, role: admin, token: !env CCGW_TEST_EMPTY}\n" /* 6 */
+               "  key_file: /nonexistent/k.pem\n");      /* 7 */
+    assert_diag(cfg, "t.yaml:6:37: http.tokens[0]: 'token' is empty");
+    assert_diag(cfg, "t.yaml:7:13: http: 'key_file' needs 'cert_file' too");
+    assert_diag(cfg, "t.yaml:7:13: http: cannot read '/nonexistent/k.pem'");
+    assert_ndiags(cfg, 3);
+    ccgw_gateway_config_free(cfg);
+    unsetenv("CCGW_TEST_EMPTY");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1131,6 +1321,9 @@ int main(void)
         cmocka_unit_test(test_builders_and_positionless_docs),
         cmocka_unit_test(test_getters_edge_cases),
         cmocka_unit_test(test_collects_all_errors),
+        cmocka_unit_test(test_http_defaults),
+        cmocka_unit_test(test_http_full),
+        cmocka_unit_test(test_http_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
