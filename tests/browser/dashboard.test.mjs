@@ -312,7 +312,8 @@ alarms:
     return Object.keys(v).some((k) => v[k] !== after[k]);
   }, 20000, 250);
   check(true, 'data flows again after the reconnect');
-  check(await viewer.evaluate(() => window.ccgwDashboard.connection().state) === 'live', 'the viewer reconnected too');
+  await until('viewer reconnected', () => viewer.evaluate(() => window.ccgwDashboard.connection().state === 'live'), 40000, 200);
+  check(!(await viewer.isVisible('#conn-banner')), 'the viewer reconnected too');
 
   // nothing left the origin
   const foreign = requests.filter((u) => !u.startsWith(origin + '/') && !u.startsWith(`ws://127.0.0.1:${httpPort}/`) &&
