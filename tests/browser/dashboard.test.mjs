@@ -279,10 +279,36 @@ alarms:
   check((await op.textContent('tr[data-instance="equipment-room"]')).includes('running'), 'plugin instance health is listed');
   check(await op.$$eval(`${alarmSel} button[data-ack]`, (b) => b.length) === 1, 'the operator sees an acknowledge button');
 
+  // a second operator's page that does not hear of the acknowledgement (its WebSocket drops that
+  // update), so that it still offers the button and gets the gateway's refusal
+  const late = await browser.newContext({ viewport: { width: 1200, height: 900 } });
+  late.on('request', (r) => requests.push(r.url()));
+  const op2 = await late.newPage();
+  op2.on('websocket', (w) => requests.push(w.url()));
+  op2.on('pageerror', (e) => pageErrors.push(e.message));
+  await op2.routeWebSocket(/\/ws$/, (ws) => {
+    const server = ws.connectToServer();
+    const hide = (m) => !(m && m.topic === ALARM_TOPIC && m.payload && m.payload.state === 'acknowledged');
+    server.onMessage((text) => {
+      let f;
+      try { f = JSON.parse(text); } catch { ws.send(text); return; }
+      if (f.op === 'batch' && Array.isArray(f.msgs)) { f.msgs = f.msgs.filter(hide); if (f.msgs.length) ws.send(JSON.stringify(f)); }
+      else if (hide(f)) ws.send(text);
+    });
+  });
+  await op2.goto(origin + '/#token=' + encodeURIComponent(OP_TOKEN));
+  await until('second operator: alarm with a button', () => op2.$(`${alarmSel}[data-state="raised"] button[data-ack]`));
+
   // acknowledge
   await op.click(`${alarmSel} button[data-ack]`);
   await until('alarm acknowledged (operator)', () => op.$(alarmSel + '[data-state="acknowledged"]'));
   check((await op.textContent(alarmSel)).includes('acknowledged by duty-operator'), 'the acknowledgement names the operator');
+  await op2.click(`${alarmSel} button[data-ack]`);
+  await until('refusal shown', () => op2.$(`${alarmSel} .alarm-error`));
+  const refusal = await op2.textContent(`${alarmSel} .alarm-error`);
+  log('refusal:', refusal);
+  check(/refused: \w+/.test(refusal), 'a refused acknowledgement shows the gateway\'s error');
+  await late.close();
   await until('alarm acknowledged (viewer, live)', () => viewer.$(alarmSel + '[data-state="acknowledged"]'));
   check(true, 'the viewer sees the acknowledgement live');
 
@@ -292,6 +318,16 @@ alarms:
   check(((await bad.textContent('#login-error')) || '').length > 0, 'a refused token shows the sign-in form with a reason');
   check(await bad.evaluate(() => sessionStorage.getItem('ccgw.token')) === null, 'a refused token is forgotten');
   await bad.context().close();
+
+  // no token: the sign-in form; the form's token works
+  const anon = await openPage(null);
+  await until('login form without a token', () => anon.isVisible('#login-form'));
+  await anon.fill('#token-input', VIEW_TOKEN);
+  await anon.click('#login-form button[type="submit"]');
+  await until('signed in through the form', () => anon.evaluate(() => window.ccgwDashboard.connection().role === 'viewer'));
+  await until('form user sees the alarm', () => anon.$(alarmSel));
+  check(await anon.isHidden('#login-form'), 'without a token the sign-in form is shown, and its token signs in');
+  await anon.context().close();
 
   // connection lost and back
   const boot1 = await op.evaluate(() => Array.from(window.ccgwDashboard.gateways.values())[0]?.boot);
