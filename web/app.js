@@ -220,9 +220,21 @@
       ackErrors.delete(topic);
       return;
     }
+    var before = alarms.get(topic);
+    if (!retained && (!before || before.payload.state !== payload.state) && payload.state === 'raised') {
+      announce('New ' + (payload.severity || '') + ' alarm: ' + (payload.message || payload.code || tp.rest) +
+               ', ' + source);
+    }
     alarms.set(topic, { topic: topic, site: tp.site, source: source, cls: tp.cls, id: tp.id,
                         code: payload.code || tp.rest, payload: payload });
     if (payload.state === 'acknowledged') ackErrors.delete(topic);
+  }
+
+  // screen readers: new alarms only (the list itself changes every second)
+  function announce(text) {
+    var el = $('announce');
+    el.textContent = '';
+    setTimeout(function () { el.textContent = text; }, 50);
   }
 
   function onMsg(m) {
@@ -677,6 +689,8 @@
   function renderAlarms() {
     var list = sortedAlarms();
     $('alarm-count').textContent = String(list.length);
+    var open = list.filter(function (a) { return a.payload.state !== 'acknowledged'; }).length;
+    document.title = (open ? '(' + open + ') ' : '') + 'ccgw - equipment room';
     $('alarms-empty').hidden = list.length > 0;
     var pendingTopics = new Set(ackPending.values());
     var html = list.map(function (a) {
