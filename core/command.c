@@ -31,6 +31,30 @@ struct ccgw_cmd {
     uint64_t t_start;
 };
 
+/* ---- latency histogram (gateway-wide, lock-free) ---- */
+
+const unsigned ccgw_cmd_lat_bounds_ms[CCGW_CMD_LAT_BUCKETS - 1] = {5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000};
+static _Atomic uint64_t lat_buckets[CCGW_CMD_LAT_BUCKETS];
+static _Atomic uint64_t lat_count, lat_sum_ms;
+
+static void latency_record(uint64_t ms)
+{
+    size_t i = 0;
+    while (i < CCGW_CMD_LAT_BUCKETS - 1 && ms > ccgw_cmd_lat_bounds_ms[i])
+        i++;
+    atomic_fetch_add_explicit(&lat_buckets[i], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&lat_sum_ms, ms, memory_order_relaxed);
+    atomic_fetch_add_explicit(&lat_count, 1, memory_order_relaxed);
+}
+
+void ccgw_command_latency(ccgw_cmd_latency_t *out)
+{
+    for (size_t i = 0; i < CCGW_CMD_LAT_BUCKETS; i++)
+        out->buckets[i] = atomic_load_explicit(&lat_buckets[i], memory_order_relaxed);
+    out->sum_ms = atomic_load_explicit(&lat_sum_ms, memory_order_relaxed);
+    out->count = atomic_load_explicit(&lat_count, memory_order_relaxed);
+}
+
 /* ---- replies ---- */
 
 static void reply_now(ccgw_gateway_t *gw, ccgw_device_t *dev, const char *class_name,
@@ -98,6 +122,7 @@ static bool cmd_answer(struct ccgw_cmd *c, const char *code, const char *msg, co
     else
         atomic_fetch_add(&inst->cmds_failed, 1);
     uint64_t ms = ccgw_now_ms() - c->t_start;
+    latency_record(ms);
     ccgw_log_tagged(code ? CCGW_LOG_INFO : CCGW_LOG_DEBUG, inst->tag, NULL, 0,
                     "command %s on %s/%s: %s%s%s (%llu ms)", c->name, ccgw_device_class(c->dev),
                     ccgw_device_id(c->dev), code ? code : "ok", code ? ": " : "", code && msg ? msg : "",

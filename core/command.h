@@ -11,6 +11,7 @@
 #define CCGW_COMMAND_INTERNAL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "ccgw/ccgw.h"
 
@@ -29,6 +30,18 @@ typedef struct ccgw_reply_target {
 void ccgw_command_dispatch(struct ccgw_gateway *gw, const char *class_name, const char *device_id,
                            const char *name, const char *payload, size_t len,
                            ccgw_reply_target_t target);
+
+/* Latency of commands answered by plugins (dispatch -> reply, timeouts
+ * included), gateway-wide, in fixed buckets (upper bounds in ms; the last
+ * bucket is +Inf). Lock-free counters; a snapshot may be a few commands
+ * inconsistent between buckets and sum, never torn within one counter. */
+#define CCGW_CMD_LAT_BUCKETS 12
+extern const unsigned ccgw_cmd_lat_bounds_ms[CCGW_CMD_LAT_BUCKETS - 1];
+typedef struct ccgw_cmd_latency {
+    uint64_t buckets[CCGW_CMD_LAT_BUCKETS]; /* counts per bucket (not cumulative) */
+    uint64_t count, sum_ms;
+} ccgw_cmd_latency_t;
+void ccgw_command_latency(ccgw_cmd_latency_t *out);
 
 /* Instance teardown: answer every command still open and free them. */
 void ccgw_commands_teardown(ccgw_instance_t *inst);

@@ -41,11 +41,6 @@
 
 #define TAG "http"
 
-/* http_api.c may not be linked yet (another branch): resolved at run time. */
-#pragma weak ccgw_http_api_owns
-#pragma weak ccgw_http_api_handle
-#pragma weak ccgw_http_resp_free
-
 #define MAX_SUBS 64
 #define MAX_PENDING 1024          /* commands + pending HTTP responses in flight */
 #define MAX_CLIENT_CMDS 32        /* per WebSocket client */
@@ -208,7 +203,7 @@ struct ccgw_http_server {
     atomic_int pending;
     /* stats */
     atomic_uint_least64_t st_clients, st_clients_total, st_refused, st_slow, st_frames, st_msgs,
-        st_dropped_tele, st_coalesced, st_inbox_dropped, st_http_req, st_http_err, st_cmds;
+        st_dropped_tele, st_coalesced, st_inbox_dropped, st_http_req, st_http_err, st_cmds, st_unauth_http;
 };
 
 static uint64_t now_ms(void) { return ccgw_now_ms(); }
@@ -1047,10 +1042,6 @@ static const char *header_token(struct lws *wsi, char *buf, int len)
 
 static void api_call(struct ccgw_http_server *s, http_req_t *h)
 {
-    if (!ccgw_http_api_handle) {
-        http_error(h, 404, "not_found", "the HTTP API is not available in this build");
-        return;
-    }
     char hbuf[1024];
     const char *tok = header_token(h->wsi, hbuf, sizeof hbuf);
     char why[128] = "";
@@ -1059,8 +1050,7 @@ static void api_call(struct ccgw_http_server *s, http_req_t *h)
     if (!had_header || tok)
         who = ccgw_auth_check(s->auth, tok, why, sizeof why);
     if (!who && had_header)
-        CLOG_WARN(TAG, "http %s %s from %s: token refused: %s", h->method == LWSHUMETH_POST ? "POST" : "GET",
-                  h->path, h->remote, tok ? (why[0] ? why : "unknown token") : "not a Bearer token");
+        CLOG_WARN(TAG, "http %s from %s: token refused: %s", h->path, h->remote, tok ? (why[0] ? why : "unknown token") : "not a Bearer token");
     static const char *const methods[] = {"GET", "POST", "OPTIONS", "PUT", "PATCH", "DELETE", "CONNECT", "HEAD"};
     ccgw_http_req_t req = {.method = h->method >= 0 && h->method < 8 ? methods[h->method] : "?",
                            .path = h->path,
@@ -1093,11 +1083,16 @@ static void api_call(struct ccgw_http_server *s, http_req_t *h)
     }
     atomic_fetch_sub(&s->pending, 1);
     free(rc);
+    if (resp.status == 401 && !had_header) { /* refusals are logged; a flood only sparsely */
+        uint64_t n = atomic_fetch_add(&s->st_unauth_http, 1) + 1;
+        if ((n & (n - 1)) == 0)
+            CLOG_WARN(TAG, "http %s %s from %s: 401 unauthorized: no token (%llu so far)", req.method, h->path,
+                      h->remote, (unsigned long long)n);
+    }
     http_respond(h, resp.status ? resp.status : 500, resp.content_type ? resp.content_type : "application/json",
                  resp.body, resp.body_len);
     resp.body = NULL;
-    if (ccgw_http_resp_free)
-        ccgw_http_resp_free(&resp);
+    ccgw_http_resp_free(&resp);
 }
 
 static const struct {
@@ -1182,7 +1177,7 @@ static int http_request(struct ccgw_http_server *s, struct lws *wsi, pss_t *pss,
         http_error(h, 400, "bad_request", "/ws is a WebSocket endpoint: use an Upgrade request");
         return 0;
     }
-    if (ccgw_http_api_owns && ccgw_http_api_owns(h->path)) {
+    if (ccgw_http_api_owns(h->path)) {
         long clen = -1;
         char cl[32];
         if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0 &&
@@ -1647,7 +1642,18 @@ void ccgw_http_server_stop(ccgw_http_server_t *s)
     pthread_mutex_unlock(&s->in_lock);
     lws_context_destroy(s->ctx);
     s->ctx = NULL;
-    CLOG_INFO(TAG, "http stopped");
+    ccgw_http_server_stats_t st;
+    ccgw_http_server_get_stats(s, &st);
+    CLOG_INFO(TAG,
+              "http stopped: ws clients %llu accepted, %llu refused, %llu closed too slow; %llu frames, "
+              "%llu messages out; telemetry dropped %llu, state coalesced %llu, inbox dropped %llu; "
+              "http requests %llu, errors %llu; commands %llu",
+              (unsigned long long)st.clients_total, (unsigned long long)st.clients_refused,
+              (unsigned long long)st.clients_slow_closed, (unsigned long long)st.frames_out,
+              (unsigned long long)st.msgs_out, (unsigned long long)st.dropped_telemetry,
+              (unsigned long long)st.coalesced_state, (unsigned long long)st.inbox_dropped,
+              (unsigned long long)st.http_requests, (unsigned long long)st.http_errors,
+              (unsigned long long)st.commands_in);
 }
 
 void ccgw_http_server_free(ccgw_http_server_t *s)

@@ -8,7 +8,11 @@
  - cmd with a reply (hvac.set_setpoint, written to the simulator) and
    ack_alarm (a real alarm forced through the simulator), forbidden for a
    viewer, and the audit trail;
- - static files: index.html at /, content types, no path traversal, 404 JSON.
+ - static files: index.html at /, content types, no path traversal, 404 JSON;
+ - the HTTP API through the same port: /healthz without a token, 401 without
+   one elsewhere, /metrics (with the ws counters), a command answered later
+   (pending, completed from the instance thread), 413 over max_request_bytes,
+   405, keep-alive with several requests on one connection.
 """
 import asyncio
 import json
@@ -216,6 +220,52 @@ async def test_static_files(rig):
     assert st == 400, st
 
 
+async def test_http_api(rig):
+    rig.start_sim()
+    rig.start_gw(http_extra="  max_request_bytes: 4096\n")
+    rig.wait_log(rig.gw_log, r"instances running 1", 20, rig.gw)
+    st, h, b = rig.http("/healthz")
+    assert st in (200, 503) and h["content-type"].startswith("application/json"), (st, h)
+    assert "status" in json.loads(b)
+    st, h, b = rig.http("/metrics")
+    assert st == 401 and json.loads(b)["error"]["code"] == "unauthorized", (st, b)
+    st, h, b = rig.http("/metrics", token="bogus")
+    assert st == 401, st
+    st, h, b = rig.http("/metrics", token=VIEWER)
+    assert st == 200 and h["content-type"].startswith("text/plain"), (st, h)
+    assert b"ccgw_ws_clients" in b, b[:300]
+    st, h, b = rig.http("/api/v1/devices", token=VIEWER)
+    assert st == 200 and len(json.loads(b)["devices"]) == 2, (st, b)
+    # a command: the reply comes from the instance thread, the response completes later
+    body = json.dumps({"topic": T_AC + "/cmd/hvac.set_setpoint", "args": {"value": 22}}).encode()
+    st, h, b = rig.http("/api/v1/commands", token=OPER, method="POST", body=body)
+    assert st == 200 and json.loads(b)["ok"] is True, (st, b)
+    st, h, b = rig.http("/api/v1/commands", token=VIEWER, method="POST", body=body)
+    assert st == 403, (st, b)
+    big = json.dumps({"topic": T_AC + "/cmd/hvac.start", "args": {"pad": "x" * 5000}}).encode()
+    st, h, b = rig.http("/api/v1/commands", token=OPER, method="POST", body=big)
+    assert st == 413 and json.loads(b)["error"]["code"] == "too_large", (st, b)
+    st, h, b = rig.http("/api/v1/commands", token=OPER, method="POST", body=b"{nope")
+    assert st == 400, (st, b)
+    st, h, b = rig.http("/api/v1/nothing", token=VIEWER)
+    assert st == 404, st
+    st, h, b = rig.http("/nothing/here")
+    assert st == 404 and json.loads(b)["error"]["code"] == "not_found", st
+    # keep-alive: several requests on one connection
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", rig.http_port, timeout=10)
+    for path in ("/healthz", "/metrics", "/api/v1/alarms", "/healthz"):
+        conn.request("GET", path, headers={"Authorization": "Bearer " + VIEWER})
+        r = conn.getresponse()
+        data = r.read()
+        assert r.status in (200, 503) and data, (path, r.status)
+    conn.request("POST", "/api/v1/commands", body=body, headers={"Authorization": "Bearer " + OPER})
+    r = conn.getresponse()
+    assert r.status == 200 and json.loads(r.read())["ok"] is True
+    conn.close()
+    assert "no token" in rig.log_text() and "token refused" in rig.log_text(), "refusals are logged"
+
+
 if __name__ == "__main__":
     run("ws_basic", [test_sub_snapshot_then_live, test_errors_and_auth, test_commands_and_alarm_ack,
-                     test_static_files])
+                     test_static_files, test_http_api])
