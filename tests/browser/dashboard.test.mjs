@@ -217,6 +217,7 @@ alarms:
     const page = await ctx.newPage();
     page.on('websocket', (w) => requests.push(w.url()));
     page.on('pageerror', (e) => pageErrors.push(e.message));
+    page.on('console', (m) => { if (/Content.Security.Policy/i.test(m.text())) pageErrors.push(m.text()); });
     await page.goto(origin + '/' + (token ? '#token=' + encodeURIComponent(token) : ''));
     return page;
   }
@@ -356,7 +357,7 @@ alarms:
                                          !u.startsWith('data:'));
   check(requests.length > 0 && foreign.length === 0, 'no request left the origin (' + requests.length + ' requests' +
         (foreign.length ? '; foreign: ' + foreign.join(' ') : '') + ')');
-  check(pageErrors.length === 0, 'no JavaScript errors' + (pageErrors.length ? ': ' + pageErrors.join('; ') : ''));
+  check(pageErrors.length === 0, 'no JavaScript errors or Content-Security-Policy violations' + (pageErrors.length ? ': ' + pageErrors.join('; ') : ''));
   log('PASS');
 } catch (e) {
   failed = true;
