@@ -104,6 +104,54 @@ function tcpOpen(port) {
   });
 }
 
+// A UPS through NUT (upsd + dummy-ups, static values: on battery), when nut-server is installed and
+// the nut plugin is built. Returns upsd's port, or 0 (the UPS checks are then skipped).
+async function startNut() {
+  const DRV = '/lib/nut/dummy-ups', UPSD = '/lib/nut/upsd';
+  if (!fs.existsSync(DRV) || !fs.existsSync(UPSD) || !fs.existsSync(path.join(buildDir, 'lib', 'ccgw', 'plugins', 'nut.so'))) {
+    log('NUT or the nut plugin missing: UPS checks skipped');
+    return 0;
+  }
+  const root = process.getuid() === 0;
+  const nut = path.join(tmp, 'nut');
+  const state = path.join(nut, 'state');
+  fs.chmodSync(tmp, 0o755);                       // user nut must reach the configs
+  fs.mkdirSync(state, { recursive: true, mode: 0o770 });
+  fs.chmodSync(nut, 0o755);
+  const port = await freePort();
+  const write = (f, text, mode, nutGroup) => {
+    fs.writeFileSync(path.join(nut, f), text);
+    fs.chmodSync(path.join(nut, f), mode);
+    if (nutGroup && root) fs.chownSync(path.join(nut, f), 0, nutGid);
+  };
+  let nutUid = 0, nutGid = 0;
+  if (root) {
+    const line = fs.readFileSync('/etc/passwd', 'utf8').split('\n').find((l) => l.startsWith('nut:'));
+    if (!line) { log('no user nut: UPS checks skipped'); return 0; }
+    [nutUid, nutGid] = line.split(':').slice(2, 4).map(Number);
+    fs.chownSync(state, nutUid, nutGid);
+  }
+  write('nut.conf', 'MODE=standalone\n', 0o644, false);
+  write('ups.conf', '[ups1]\n  driver = dummy-ups\n  port = ups1.dev\n  pollinterval = 1\n  desc = "ccgw browser test"\n', 0o644, false);
+  write('upsd.conf', `LISTEN 127.0.0.1 ${port}\nMAXAGE 5\n`, 0o640, true);
+  write('upsd.users', '', 0o640, true);
+  write('ups1.dev', 'ups.status: OB DISCHRG\nbattery.charge: 55\nbattery.runtime: 840\nbattery.voltage: 24.6\n' +
+        'input.voltage: 0\nups.load: 41\noutput.voltage: 229.5\n', 0o644, false);
+  const env = { NUT_CONFPATH: nut, NUT_STATEPATH: state, NUT_ALTPIDPATH: state };
+  const as = root ? ['-u', 'nut'] : [];
+  const drv = start('dummy-ups', DRV, ['-a', 'ups1', ...as, '-F'], env);
+  await until('dummy-ups socket', () => {
+    if (drv.exitCode !== null) throw new Error('dummy-ups exited');
+    return fs.existsSync(path.join(state, 'dummy-ups-ups1'));
+  }, 10000);
+  const upsd = start('upsd', UPSD, [...as, '-F'], env);
+  await until('upsd on ' + port, () => {
+    if (upsd.exitCode !== null) throw new Error('upsd exited');
+    return tcpOpen(port);
+  }, 10000);
+  return port;
+}
+
 let failed = false;
 function check(cond, msg) {
   if (!cond) throw new Error('assertion failed: ' + msg);
@@ -120,6 +168,7 @@ try {
   const doorPort = await listening(door, /LISTENING http [0-9.]+:(\d+)/);
   const httpPort = await freePort();
   log('modbus-sim', modbusPort, 'isapi-sim', doorPort, 'http', httpPort, 'tmp', tmp);
+  const nutPort = await startNut();
 
   // ---- ccgw ----------------------------------------------------------------------------
   const cfg = path.join(tmp, 'ccgw.yaml');
@@ -179,7 +228,16 @@ instances:
           username: admin
           password: !env CCGW_TEST_DOOR_PASSWORD
           heartbeat_timeout_s: 10
-alarms:
+${nutPort ? `  - id: ups-room
+    plugin: nut
+    options:
+      servers:
+        - host: 127.0.0.1
+          port: ${nutPort}
+          poll_interval_ms: 500
+          upses:
+            - name: ups1
+` : ''}alarms:
   rules:
     - code: test_temp_high
       class: env
@@ -274,6 +332,19 @@ alarms:
   await until('door card shows the access', async () =>
     ((await op.textContent('[data-device="door/lobby-door"] [data-value="last_access"]')) || '').includes('Alice Martin'));
   check(true, 'the door card shows the last access event');
+
+  // UPS (NUT names): on battery, with its values and its own alarm
+  if (nutPort) {
+    const ups = '[data-device="ups/ups1"]';
+    await until('UPS card with values', async () => (await raw(op, 'ups/ups1', 'battery.charge')) === '55');
+    check((await op.textContent(ups + ' .badges')).includes('on battery'), 'the UPS card shows its status (on battery)');
+    check(await raw(op, 'ups/ups1', 'ups.load') === '41' && await raw(op, 'ups/ups1', 'input.voltage') === '0' &&
+          await raw(op, 'ups/ups1', 'battery.runtime') === '840', 'the UPS card shows load, input voltage and runtime');
+    check((await op.textContent(ups + ' [data-value="battery.runtime"]')).includes('14 min'), 'runtime is shown in minutes');
+    await until('on_battery alarm', () => op.$('li[data-alarm-topic="ccgw/v1/hq/ups/ups1/alarm/on_battery"][data-severity="major"]'));
+    const order = await op.$$eval('li[data-alarm-topic]', (l) => l.map((e) => e.getAttribute('data-severity')));
+    check(order.indexOf('critical') < order.indexOf('major'), 'critical alarms are listed before major ones (' + order.join(',') + ')');
+  }
 
   // instances and gateway
   await until('instance health', () => op.$('tr[data-instance="equipment-room"]'));
