@@ -34,7 +34,8 @@ const OP_TOKEN = 'op-' + Math.random().toString(36).slice(2) + Date.now().toStri
 const VIEW_TOKEN = 'view-' + Math.random().toString(36).slice(2) + Date.now().toString(36);
 const ALARM_TOPIC = 'ccgw/v1/hq/env/room1-th1/alarm/test_temp_high';
 
-function log(...a) { console.log('[browser]', ...a); }
+const T0 = Date.now();
+function log(...a) { console.log('[browser] +' + ((Date.now() - T0) / 1000).toFixed(1) + 's', ...a); }
 function skip(why) { console.log('SKIP:', why); process.exit(77); }
 
 let chromium;
