@@ -19,6 +19,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -562,9 +564,22 @@ static bool valid_command_pattern(const char *s)
 /* A token file's content, trailing white space removed; NULL with errno. */
 static char *read_token_file(const char *path)
 {
-    FILE *f = fopen(path, "r");
-    if (!f)
+    /* a regular file only: never block on a FIFO or read a device */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
         return NULL;
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        int e = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
+        close(fd);
+        errno = e;
+        return NULL;
+    }
+    FILE *f = fdopen(fd, "r");
+    if (!f) {
+        close(fd);
+        return NULL;
+    }
     char buf[4097];
     size_t n = fread(buf, 1, sizeof buf - 1, f);
     int err = ferror(f) ? errno : 0;

@@ -49,7 +49,12 @@ bool ccgw_http_api_owns(const char *path);
 
 /* Handle one request. Never fails without a response: a bad request is a
  * 4xx with {"error":{"code":"...","message":"..."}}. When resp->pending, the
- * server keeps the connection and done(done_ctx, ...) completes it. */
+ * server keeps the connection and done(done_ctx, ...) completes it.
+ * done is never called from inside this call on the calling thread (a reply
+ * that arrives during the call fills resp instead), but once resp->pending
+ * is set another thread may call it before this call returns. Nothing in req
+ * (including who) is used after the call returns. done NULL: a reply that
+ * would be pending is answered 500 at once. */
 void ccgw_http_api_handle(struct ccgw_gateway *gw, const ccgw_http_req_t *req, ccgw_http_resp_t *resp,
                           ccgw_http_done_fn done, void *done_ctx);
 

@@ -50,6 +50,10 @@
 #define BATCH_MAX_MSGS 1024
 #define AUTH_TIMEOUT_MS 10000
 #define STOP_GRACE_MS 1000
+#ifndef IDLE_PING_S
+#define IDLE_PING_S 30
+#define IDLE_HANGUP_S 75
+#endif
 #define K_CTRL CCGW_KIND__COUNT   /* a control message (ack, reply, error, pong): never dropped */
 
 /* ---- shared encoded messages (service thread only) ---- */
@@ -112,7 +116,7 @@ typedef struct client {
     int close_code;
     const char *close_reason;
     char *rx;                        /* fragments of the current message */
-    size_t rx_len;
+    size_t rx_len, rx_cap;
     bool rx_overflow, rx_binary;
     int cmds;                        /* commands in flight */
 } client_t;
@@ -1340,12 +1344,19 @@ static void ws_receive(struct ccgw_http_server *s, struct lws *wsi, client_t *c,
         if (c->rx_len + len > (size_t)s->cfg->max_request_bytes) {
             c->rx_overflow = true;
         } else {
-            if (!c->rx) {
-                c->rx = malloc((size_t)s->cfg->max_request_bytes + 1);
-                if (!c->rx) {
+            if (c->rx_len + len > c->rx_cap) { /* grows with the message, up to max_request_bytes */
+                size_t cap = c->rx_cap ? c->rx_cap : 1024;
+                while (cap < c->rx_len + len)
+                    cap *= 2;
+                if (cap > (size_t)s->cfg->max_request_bytes)
+                    cap = (size_t)s->cfg->max_request_bytes;
+                char *nb = realloc(c->rx, cap);
+                if (!nb) {
                     c->rx_overflow = true;
                     return;
                 }
+                c->rx = nb;
+                c->rx_cap = cap;
             }
             memcpy(c->rx + c->rx_len, in, len);
             c->rx_len += len;
@@ -1362,6 +1373,11 @@ static void ws_receive(struct ccgw_http_server *s, struct lws *wsi, client_t *c,
     else
         handle_frame(c, c->rx, c->rx_len);
     c->rx_len = 0;
+    if (c->rx_cap > 4096) { /* an idle client keeps at most a small buffer */
+        free(c->rx);
+        c->rx = NULL;
+        c->rx_cap = 0;
+    }
 }
 
 /* ---- timers and the service thread ---- */
@@ -1441,7 +1457,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         return http_request(s, wsi, pss, in);
     case LWS_CALLBACK_HTTP_BODY: {
         http_req_t *h = pss->h;
-        if (!h || h->too_large)
+        if (!h || !h->body_expected || h->too_large)
             return 0;
         if (h->body_len + len > (size_t)s->cfg->max_request_bytes) {
             h->too_large = true;
@@ -1458,8 +1474,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     }
     case LWS_CALLBACK_HTTP_BODY_COMPLETION: {
         http_req_t *h = pss->h;
-        if (!h)
-            return 0;
+        if (!h || !h->body_expected || h->responded || h->pending)
+            return 0; /* answered already (no Content-Length, or 413 up front) */
         if (h->too_large)
             http_error(h, 413, "too_large", "request body over http.max_request_bytes");
         else
@@ -1502,6 +1518,7 @@ static void lws_log(int level, const char *line)
 static void *service_main(void *arg)
 {
     struct ccgw_http_server *s = arg;
+    pthread_setname_np(pthread_self(), "ccgw:http");
     lws_sul_schedule(s->ctx, 0, &s->tick_sul, tick_cb, 250 * LWS_US_PER_MS);
     for (;;) {
         if (lws_service(s->ctx, 0) < 0)
@@ -1593,6 +1610,9 @@ int ccgw_http_server_start(ccgw_http_server_t *s)
     const char *addr = s->cfg->address ? s->cfg->address : "127.0.0.1";
     vi.iface = addr;
     vi.protocols = s->protocols;
+    /* idle WebSocket connections: PING after 30 s without a sign of life, hang up at 75 s */
+    static const lws_retry_bo_t idle = {.secs_since_valid_ping = IDLE_PING_S, .secs_since_valid_hangup = IDLE_HANGUP_S};
+    vi.retry_and_idle_policy = &idle;
     vi.keepalive_timeout = 30;
     vi.timeout_secs = 30;
     if (!strchr(addr, ':'))

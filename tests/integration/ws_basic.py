@@ -12,12 +12,16 @@
  - the HTTP API through the same port: /healthz without a token, 401 without
    one elsewhere, /metrics (with the ws counters), a command answered later
    (pending, completed from the instance thread), 413 over max_request_bytes,
-   405, keep-alive with several requests on one connection.
+   405, keep-alive with several requests on one connection;
+ - anonymous_role viewer: no token needed to subscribe, commands forbidden;
+   max_clients refuses one more connection and accepts again after a close.
 """
 import asyncio
 import json
 import os
 import sys
+
+import websockets
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ws_common import (PREFIX, T_AC, T_TH, TOKENS, Client, log, run, topic_matches)  # noqa: E402
@@ -266,6 +270,35 @@ async def test_http_api(rig):
     assert "no token" in rig.log_text() and "token refused" in rig.log_text(), "refusals are logged"
 
 
+async def test_anonymous_and_max_clients(rig):
+    rig.start_sim()
+    rig.start_gw(http_extra="  max_clients: 2\n", anonymous="viewer")
+    # no token: the anonymous viewer may subscribe, not command
+    a = await Client.connect(rig)
+    await a.send({"op": "sub", "id": 1, "filter": "ccgw/v1/#"})
+    assert (await a.wait_op("ack", 1))["snapshot"] >= 1
+    await a.send({"op": "cmd", "id": 2, "topic": T_AC + "/cmd/hvac.start"})
+    assert (await a.wait_op("error", 2))["code"] == "forbidden"
+    b = await Client.connect(rig, header_token=OPER)
+    # a third connection is refused (max_clients 2), the two others go on
+    try:
+        c = await Client.connect(rig, header_token=ADMIN)
+        await c.wait_closed(5)
+        raise AssertionError("a third client was accepted")
+    except (websockets.InvalidStatusCode, websockets.InvalidHandshake, OSError, EOFError):
+        pass
+    await b.send({"op": "ping", "id": 3})
+    await b.wait_op("pong", 3)
+    await b.close()
+    await asyncio.sleep(0.3)
+    c = await Client.connect(rig, header_token=ADMIN)  # room again
+    await c.send({"op": "ping", "id": 4})
+    await c.wait_op("pong", 4)
+    await c.close()
+    await a.close()
+    assert "max_clients reached" in rig.log_text()
+
+
 if __name__ == "__main__":
     run("ws_basic", [test_sub_snapshot_then_live, test_errors_and_auth, test_commands_and_alarm_ack,
-                     test_static_files, test_http_api])
+                     test_static_files, test_http_api, test_anonymous_and_max_clients])

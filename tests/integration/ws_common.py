@@ -222,6 +222,16 @@ class Rig:
                 raise AssertionError("ccgw did not stop within %ss" % timeout)
         return self.gw.returncode if self.gw else None
 
+    def check_clean_exit(self):
+        """The daemon stops with exit 0 on SIGTERM, without sanitizer reports."""
+        if not self.gw:
+            return
+        rc = self.stop_gw()
+        text = self.log_text()
+        bad = re.search(r"(ERROR: (Address|Leak|Thread)Sanitizer.*|runtime error:.*)", text)
+        assert not bad, "sanitizer: " + bad.group(0)
+        assert rc == 0, "ccgw exited with %s" % rc
+
     def close(self, ok):
         for p in reversed(self.procs):
             if p.poll() is None:
@@ -348,6 +358,7 @@ def run(name, tests):
         ok = False
         try:
             asyncio.run(asyncio.wait_for(fn(rig), 90 * SCALE))
+            rig.check_clean_exit()
             ok = True
             log("PASS %s" % fn.__name__)
         except BaseException:

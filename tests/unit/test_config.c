@@ -1283,11 +1283,13 @@ static void test_http_errors(void **state)
                "http:\n"                                 /* 4 */
                "  tokens:\n"                             /* 5 */
                "    - {name: a, role: admin, token: !env CCGW_TEST_EMPTY}\n" /* 6 */
-               "  key_file: /nonexistent/k.pem\n");      /* 7 */
+               "    - {name: b, role: viewer, token_file: /tmp}\n" /* 7 */
+               "  key_file: /nonexistent/k.pem\n");      /* 8 */
     assert_diag(cfg, "t.yaml:6:37: http.tokens[0]: 'token' is empty");
-    assert_diag(cfg, "t.yaml:7:13: http: 'key_file' needs 'cert_file' too");
-    assert_diag(cfg, "t.yaml:7:13: http: cannot read '/nonexistent/k.pem'");
-    assert_ndiags(cfg, 3);
+    assert_diag(cfg, "t.yaml:7:43: http.tokens[1]: cannot read token_file '/tmp': Is a directory");
+    assert_diag(cfg, "t.yaml:8:13: http: 'key_file' needs 'cert_file' too");
+    assert_diag(cfg, "t.yaml:8:13: http: cannot read '/nonexistent/k.pem'");
+    assert_ndiags(cfg, 4);
     ccgw_gateway_config_free(cfg);
     unsetenv("CCGW_TEST_EMPTY");
 }
