@@ -17,6 +17,7 @@
 
   // ---- settings ------------------------------------------------------------
   var PREFIX = 'ccgw/v1';
+  var CLASSES = null;                  // #classes=ups,env: subscribe per class (+ gateway) instead of to all
   var HISTORY_MS = 3600 * 1000;        // sparkline window: the last hour
   var HISTORY_STEP_MS = 5000;          // at most one kept point per 5 s per series
   var HISTORY_MAX = 800;               // hard bound per series
@@ -99,9 +100,12 @@
     var params = new URLSearchParams(h);
     var t = params.get('token');
     if (params.get('prefix')) PREFIX = params.get('prefix').replace(/\/+$/, '');
+    if (params.get('classes')) {
+      CLASSES = params.get('classes').split(',').map(function (c) { return c.trim(); })
+        .filter(function (c) { return /^[a-z0-9_.-]+$/.test(c); });
+    }
     if (t != null) {
-      params.delete('token');
-      var rest = params.toString();
+      var rest = h.split('&').filter(function (kv) { return !/^token=/.test(kv); }).join('&');
       // keep the token off the screen and out of the history
       history.replaceState(null, '', location.pathname + location.search + (rest ? '#' + rest : ''));
     }
@@ -335,10 +339,15 @@
     showMain();
     // subscribe; the snapshot replaces the alarm list once every sub is acknowledged
     snapshot = { pending: new Set(), seen: new Set() };
-    var id = conn.nextId++;
-    conn.subIds.set(id, PREFIX + '/#');
-    snapshot.pending.add(id);
-    send({ op: 'sub', id: id, filter: PREFIX + '/#' });
+    var filters = CLASSES && CLASSES.length ?
+      CLASSES.map(function (c) { return PREFIX + '/+/' + c + '/#'; }).concat([PREFIX + '/+/gateway/#']) :
+      [PREFIX + '/#'];
+    filters.forEach(function (f) {
+      var id = conn.nextId++;
+      conn.subIds.set(id, f);
+      snapshot.pending.add(id);
+      send({ op: 'sub', id: id, filter: f });
+    });
     scheduleRender();
   }
 

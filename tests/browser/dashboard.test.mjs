@@ -270,14 +270,14 @@ ${nutPort ? `  - id: ups-room
   });
   const requests = [];
   const pageErrors = [];
-  async function openPage(token) {
+  async function openPage(token, extra = '') {
     const ctx = await browser.newContext({ viewport: { width: 1600, height: 1000 } });
     ctx.on('request', (r) => requests.push(r.url()));
     const page = await ctx.newPage();
     page.on('websocket', (w) => requests.push(w.url()));
     page.on('pageerror', (e) => pageErrors.push(e.message));
     page.on('console', (m) => { if (/Content.Security.Policy/i.test(m.text())) pageErrors.push(m.text()); });
-    await page.goto(origin + '/' + (token ? '#token=' + encodeURIComponent(token) : ''));
+    await page.goto(origin + '/' + (token ? '#token=' + encodeURIComponent(token) + extra : ''));
     return page;
   }
   const raw = (page, dev, name) => page.evaluate(([d, n]) => {
@@ -294,14 +294,18 @@ ${nutPort ? `  - id: ups-room
   };
 
   // viewer first: the alarm is still raised, and a viewer must not get the button
-  const viewer = await openPage(VIEW_TOKEN);
+  // (subscribing per class, as a wall screen of a big site would)
+  const viewer = await openPage(VIEW_TOKEN, '&classes=env,hvac');
   await until('viewer: signed in', () => viewer.evaluate(() => window.ccgwDashboard.connection().role === 'viewer'));
-  check(!viewer.url().includes(VIEW_TOKEN), 'the token is removed from the address bar');
+  check(!viewer.url().includes(VIEW_TOKEN) && viewer.url().includes('classes=env,hvac'),
+        'the token is removed from the address bar (the rest of the fragment stays)');
   check(await viewer.evaluate(() => sessionStorage.getItem('ccgw.token')) === VIEW_TOKEN, 'the token is kept in sessionStorage');
   const alarmSel = `li[data-alarm-topic="${ALARM_TOPIC}"]`;
   await until('viewer: alarm listed', () => viewer.$(alarmSel + '[data-state="raised"]'));
   check(await viewer.$$eval('button[data-ack]', (b) => b.length) === 0, 'the viewer sees no acknowledge button');
   check((await viewer.textContent(alarmSel)).includes('Test room above 1'), 'the alarm shows its message');
+  await until('viewer: gateway status', () => viewer.$('[data-gateway="hq/gw1"]'));
+  check(await viewer.$('[data-device="door/lobby-door"]') === null, 'a per-class page shows only its classes (and the gateway)');
 
   const op = await openPage(OP_TOKEN);
   await until('operator: signed in', () => op.evaluate(() => window.ccgwDashboard.connection().role === 'operator'));
