@@ -209,6 +209,7 @@
       else gateways.delete(gwKey);
     } else if (tp.kind === 'instance' && tp.rest) {
       var k = gwKey + '/' + tp.rest;
+      if (snapshot && retained) snapshot.seenInst.add(k);
       if (payload) { payload._seen = seenAt(payload, retained); instances.set(k, payload); }
       else instances.delete(k);
     } else if (tp.kind === 'alarm') {
@@ -271,6 +272,7 @@
     try { ws = new WebSocket(wsUrl()); } catch (e) { scheduleReconnect('cannot open: ' + e.message); return; }
     conn.ws = ws;
     conn.subIds = new Map();
+    ackPending.clear();                   // replies of the old connection will never come
     ws.onopen = function () {
       if (ws !== conn.ws) return;
       var t = token();
@@ -338,7 +340,7 @@
     setConnState('live');
     showMain();
     // subscribe; the snapshot replaces the alarm list once every sub is acknowledged
-    snapshot = { pending: new Set(), seen: new Set() };
+    snapshot = { pending: new Set(), seen: new Set(), seenInst: new Set() };
     var filters = CLASSES && CLASSES.length ?
       CLASSES.map(function (c) { return PREFIX + '/+/' + c + '/#'; }).concat([PREFIX + '/+/gateway/#']) :
       [PREFIX + '/#'];
@@ -357,6 +359,7 @@
     if (snapshot.pending.size === 0) {
       // alarms known from before the reconnect that the snapshot no longer has were cleared meanwhile
       Array.from(alarms.keys()).forEach(function (t) { if (!snapshot.seen.has(t)) alarms.delete(t); });
+      Array.from(instances.keys()).forEach(function (k) { if (!snapshot.seenInst.has(k)) instances.delete(k); });
       snapshot = null;
       scheduleRender();
     }
