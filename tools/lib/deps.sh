@@ -5,6 +5,7 @@
 #   ccgw_install_deps run         mosquitto broker and clients
 #   ccgw_install_deps test        cmocka, clang + libFuzzer runtime, Modbus tools, NUT (upsd, dummy-ups),
 #                                 snmpd and snmptrap (snmp), python3-websockets (the ws_* tests)
+#                                 chromium (the dashboard's browser test; node and npm: the nodejs package)
 #   ccgw_install_deps demo        what tools/run-demo starts besides mosquitto: NUT (upsd, dummy-ups),
 #                                 snmpd and snmptrap (snmp), curl (the door simulator's hooks)
 
@@ -14,7 +15,8 @@ CCGW_PKGS_BUILD=(build-essential cmake pkg-config libyaml-dev libmosquitto-dev l
 CCGW_PKGS_RUN=(mosquitto mosquitto-clients)
 CCGW_PKGS_TEST=(libcmocka-dev clang openssl libclang-rt-14-dev mbpoll socat python3 python3-pymodbus
                 python3-serial procps valgrind nut-server nut-client
-                snmpd snmp python3-websockets)
+                snmpd snmp python3-websockets
+                chromium nodejs)
 CCGW_PKGS_DEMO=(nut-server nut-client snmpd snmp curl mbpoll)
 
 ccgw_install_deps() {
