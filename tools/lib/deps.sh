@@ -27,6 +27,7 @@ ccgw_install_deps() {
             run) want+=("${CCGW_PKGS_RUN[@]}") ;;
             test) want+=("${CCGW_PKGS_TEST[@]}") ;;
             demo) want+=("${CCGW_PKGS_DEMO[@]}") ;;
+            npm) want+=(npm) ;; # only when the machine has no npm (Debian's nodejs)
             *) echo "deps.sh: unknown group '$group'" >&2; return 2 ;;
         esac
     done
