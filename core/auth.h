@@ -16,14 +16,11 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "ccgw/types.h"
+
 struct ccgw_http_config;
 
-typedef enum ccgw_role {
-    CCGW_ROLE_NONE = 0,
-    CCGW_ROLE_VIEWER,   /* read */
-    CCGW_ROLE_OPERATOR, /* read, commands, alarm acknowledgement */
-    CCGW_ROLE_ADMIN     /* everything, plus the management API (reload) */
-} ccgw_role_t;
+/* ccgw_role_t (viewer, operator, admin) is in <ccgw/types.h>: command specs use it. */
 
 const char *ccgw_role_name(ccgw_role_t r);
 int ccgw_role_parse(const char *s); /* -1 when unknown */

@@ -29,6 +29,7 @@ struct ccgw_cmd {
     atomic_bool replied;
     bool target_released;
     uint64_t t_start;
+    char origin[96];      /* ccgw_cmd_origin() */
 };
 
 /* ---- latency histogram (gateway-wide, lock-free) ---- */
@@ -135,6 +136,11 @@ const char *ccgw_cmd_name(const ccgw_cmd_t *c) { return c ? c->name : NULL; }
 ccgw_device_t *ccgw_cmd_device(const ccgw_cmd_t *c) { return c ? c->dev : NULL; }
 const ccgw_config_t *ccgw_cmd_args(const ccgw_cmd_t *c) { return c ? c->args->root : NULL; }
 
+const char *ccgw_cmd_origin(const ccgw_cmd_t *c) { return c && c->origin[0] ? c->origin : "core"; }
+
+_Static_assert(sizeof(ccgw_command_spec_t) == 3 * sizeof(void *) + 2 * sizeof(void *),
+               "ccgw_command_spec_t must keep its ABI 1.0 size");
+
 int ccgw_cmd_reply_ok(ccgw_cmd_t *c, const ccgw_value_t *data, size_t n)
 {
     if (!c)
@@ -207,6 +213,7 @@ typedef struct route {
     size_t len;
     ccgw_reply_target_t *target;
     bool consumed; /* the target moved into a command */
+    const ccgw_cmd_caller_t *caller; /* NULL: the core itself */
 } route_t;
 
 /* ---- core commands: handled by the core for every device ---- */
@@ -282,6 +289,18 @@ static int route_on_device(ccgw_device_t *dev, void *ctx)
         reply_now(r->gw, dev, NULL, NULL, r->name, CCGW_CMD_E_UNKNOWN_COMMAND, msg, NULL, 0, r->target);
         return CCGW_OK;
     }
+    if (r->caller) {
+        int need = spec->min_role > CCGW_ROLE_OPERATOR && spec->min_role <= CCGW_ROLE_ADMIN
+                       ? spec->min_role
+                       : CCGW_ROLE_OPERATOR;
+        if (r->caller->role < need) {
+            char msg[256];
+            snprintf(msg, sizeof msg, "command '%s' needs role %s", r->name,
+                     need == CCGW_ROLE_ADMIN ? "admin" : "operator");
+            reply_now(r->gw, dev, NULL, NULL, r->name, CCGW_CMD_E_FORBIDDEN, msg, NULL, 0, r->target);
+            return CCGW_OK;
+        }
+    }
     char err[1024];
     ccgw_config_doc_t *doc = ccgw_command_parse_args(r->payload, r->len, spec, err, sizeof err);
     if (!doc) {
@@ -297,6 +316,7 @@ static int route_on_device(ccgw_device_t *dev, void *ctx)
     c->inst = inst;
     c->dev = dev;
     snprintf(c->name, sizeof c->name, "%s", r->name);
+    snprintf(c->origin, sizeof c->origin, "%s", r->caller && r->caller->origin ? r->caller->origin : "core");
     c->args = doc;
     c->target = *r->target;
     atomic_init(&c->refs, 2);
@@ -333,6 +353,13 @@ static int route_on_device(ccgw_device_t *dev, void *ctx)
 void ccgw_command_dispatch(ccgw_gateway_t *gw, const char *class_name, const char *device_id,
                            const char *name, const char *payload, size_t len, ccgw_reply_target_t target)
 {
+    ccgw_command_dispatch_as(gw, NULL, class_name, device_id, name, payload, len, target);
+}
+
+void ccgw_command_dispatch_as(ccgw_gateway_t *gw, const ccgw_cmd_caller_t *caller, const char *class_name,
+                              const char *device_id, const char *name, const char *payload, size_t len,
+                              ccgw_reply_target_t target)
+{
     const char *err_code = NULL;
     char err[300] = "";
     if (atomic_load(&gw->stopping)) {
@@ -351,7 +378,7 @@ void ccgw_command_dispatch(ccgw_gateway_t *gw, const char *class_name, const cha
         return;
     }
     route_t r = {.gw = gw, .class_name = class_name, .device_id = device_id, .name = name,
-                 .payload = payload, .len = len, .target = &target};
+                 .payload = payload, .len = len, .target = &target, .caller = caller};
     int rc = ccgw_registry_with(gw->registry, class_name, device_id, route_on_device, &r);
     if (rc == CCGW_ENOTFOUND) {
         snprintf(err, sizeof err, "no device %s/%s", class_name, device_id);

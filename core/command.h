@@ -43,6 +43,20 @@ typedef struct ccgw_cmd_latency {
 } ccgw_cmd_latency_t;
 void ccgw_command_latency(ccgw_cmd_latency_t *out);
 
+/* Who sends a command: its role (ccgw_role_t) and origin ("ws:<token>",
+ * "http:<token>", "mqtt"). The core refuses it `forbidden` when the role is
+ * below the command spec's min_role (at least operator). */
+typedef struct ccgw_cmd_caller {
+    int role;
+    const char *origin;
+} ccgw_cmd_caller_t;
+
+/* ccgw_command_dispatch() on behalf of a caller (NULL: the core itself, no
+ * role check, origin "core"). */
+void ccgw_command_dispatch_as(struct ccgw_gateway *gw, const ccgw_cmd_caller_t *caller,
+                              const char *class_name, const char *device_id, const char *name,
+                              const char *payload, size_t len, ccgw_reply_target_t target);
+
 /* Instance teardown: answer every command still open and free them. */
 void ccgw_commands_teardown(ccgw_instance_t *inst);
 

@@ -652,7 +652,11 @@ static void dispatch(ccgw_gateway_t *gw, const ccgw_audit_who_t *who, const char
     p->done_ctx = done_ctx;
     ccgw_reply_target_t t = {.send = pend_send, .release = pend_release, .ctx = p};
     t = ccgw_audit_wrap(gw->audit, who, action, target, args, args_len, t);
-    ccgw_command_dispatch(gw, cls, dev, name, args, args_len, t);
+    char origin[96];
+    snprintf(origin, sizeof origin, "http:%s", who->token ? who->token : "-");
+    int role = who->role ? ccgw_role_parse(who->role) : -1;
+    ccgw_cmd_caller_t caller = {.role = role < 0 ? CCGW_ROLE_NONE : role, .origin = origin};
+    ccgw_command_dispatch_as(gw, &caller, cls, dev, name, args, args_len, t);
     pthread_mutex_lock(&p->lock);
     if (p->answered) {
         resp_set(resp, p->status, CT_JSON, p->body, p->len);

@@ -168,7 +168,9 @@ static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto
     ccgw_audit_who_t who = {.token = "mqtt", .role = "-", .remote = r->topic, .channel = "mqtt"};
     t = ccgw_audit_wrap(gw->audit, &who, strcmp(parts[3], "alarm.ack") ? "command" : "alarm.ack", msg->topic,
                         msg->payload, (size_t)msg->payloadlen, t);
-    ccgw_command_dispatch(gw, parts[0], parts[1], parts[3], msg->payload, (size_t)msg->payloadlen, t);
+    /* MQTT commands are trusted as far as the broker's ACL lets them in */
+    ccgw_cmd_caller_t caller = {.role = CCGW_ROLE_ADMIN, .origin = "mqtt"};
+    ccgw_command_dispatch_as(gw, &caller, parts[0], parts[1], parts[3], msg->payload, (size_t)msg->payloadlen, t);
 }
 
 static void on_log(struct mosquitto *mosq, void *obj, int level, const char *str)

@@ -87,11 +87,14 @@ static const ccgw_option_t mode_args[] = {
 
 const ccgw_command_spec_t isapi_commands[] = {
     {.name = "door.unlock", .args = unlock_args,
-     .doc = "Open the door remotely (RemoteControlDoor cmd open). Needs a reason."},
+     .doc = "Open the door remotely (RemoteControlDoor cmd open). Needs a reason; operator or admin.",
+     .min_role = CCGW_ROLE_OPERATOR},
     {.name = "door.lock", .args = lock_args,
      .doc = "Close and lock the door (RemoteControlDoor cmd close)."},
     {.name = "door.mode", .args = mode_args,
-     .doc = "Set the door mode: normal, always_open or always_closed."},
+     .doc = "Set the door mode: normal, always_open or always_closed. Admin only (always_open leaves "
+            "the door unlocked).",
+     .min_role = CCGW_ROLE_ADMIN},
     {0},
 };
 

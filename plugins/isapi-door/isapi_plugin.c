@@ -138,8 +138,8 @@ static void isapi_command(void *state, ccgw_cmd_t *cmd)
         ccgw_cmd_reply_error(cmd, CCGW_CMD_E_UNKNOWN_COMMAND, "no command %s", name);
         return;
     }
-    CCGW_INFO(d->inst, "isapi-door: %s on %s requested%s%s", name, t->id, reason ? ", reason: " : "",
-              reason ? reason : "");
+    CCGW_INFO(d->inst, "isapi-door: %s on %s requested by %s%s%s", name, t->id, ccgw_cmd_origin(cmd),
+              reason ? ", reason: " : "", reason ? reason : "");
     int rc = isapi_term_enqueue(t, job);
     if (rc == CCGW_EFULL) {
         free(job);

@@ -29,6 +29,8 @@ static const ccgw_option_t knob_set_args[] = {
 
 static const ccgw_command_spec_t knob_commands[] = {
     {.name = "knob.set", .args = knob_set_args, .doc = "Set temperature and/or leak."},
+    {.name = "knob.reset", .doc = "Admin only (ABI 1.1 min_role); answers who sent it.",
+     .min_role = CCGW_ROLE_ADMIN},
     {0},
 };
 
@@ -106,6 +108,11 @@ static void knob_command(void *state, ccgw_cmd_t *cmd)
 {
     knob_t *k = state;
     const ccgw_config_t *args = ccgw_cmd_args(cmd);
+    if (strcmp(ccgw_cmd_name(cmd), "knob.reset") == 0) {
+        ccgw_value_t out[] = {CCGW_V_STRING("origin", ccgw_cmd_origin(cmd))};
+        ccgw_cmd_reply_ok(cmd, out, CCGW_COUNT(out));
+        return;
+    }
     if (strcmp(ccgw_cmd_name(cmd), "knob.set") != 0) {
         ccgw_cmd_reply_error(cmd, CCGW_CMD_E_UNKNOWN_COMMAND, "no command %s", ccgw_cmd_name(cmd));
         return;

@@ -572,6 +572,16 @@ static void test_commands(void **state)
     expect_reply(&a, 403, "forbidden");
     assert_non_null(strstr(a.body, "not in the token's commands"));
     answer_free(&a);
+
+    /* a command spec's min_role (ABI 1.1): admin only; the plugin sees who sent it */
+    a = req("POST", "/api/v1/commands", NULL, "{\"topic\":\"ccgw/v1/hq/env/knob1/cmd/knob.reset\"}", OPERATOR);
+    expect_reply(&a, 403, "forbidden");
+    assert_non_null(strstr(a.body, "needs role admin"));
+    answer_free(&a);
+    a = req("POST", "/api/v1/commands", NULL, "{\"topic\":\"ccgw/v1/hq/env/knob1/cmd/knob.reset\"}", ADMIN);
+    assert_int_equal(a.status, 200);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(a.json, "data"), "origin")), "http:root");
+    answer_free(&a);
 }
 
 /* A done callback that must never run: the answer comes synchronously. */
@@ -684,7 +694,7 @@ static void test_audit_file(void **state)
     }
     fclose(f);
     assert_int_equal(ok_cmd, 1);
-    assert_int_equal(forbidden, 2);
+    assert_int_equal(forbidden, 3); /* viewer, outside the command list, below min_role */
     assert_int_equal(timeouts, 1);
     assert_int_equal(acks_ok, 1);
     assert_int_equal(acks_refused, 1);

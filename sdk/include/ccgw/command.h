@@ -35,18 +35,26 @@ extern "C" {
 #define CCGW_CMD_E_FORBIDDEN "forbidden"
 #define CCGW_CMD_E_BUSY "busy"
 
-/* One command a device takes. Frozen for ABI major 1. */
+/* One command a device takes. Frozen for ABI major 1: ABI 1.1 gave the
+ * first reserved pointer's bytes to min_role and flags (same size and
+ * offsets; a 1.0 plugin's zeroed slot reads as "defaults"). */
 typedef struct ccgw_command_spec {
     const char *name;           /* [a-z0-9_.]+, e.g. "write", "door.unlock"; NULL ends a table */
     const ccgw_option_t *args;  /* the JSON arguments object; NULL = no arguments */
     const char *doc;
-    void *reserved[2];
+    int min_role;               /* ABI 1.1: lowest ccgw_role_t that may send it over WebSocket/HTTP
+                                 * (0 = CCGW_ROLE_OPERATOR); the core refuses others `forbidden` */
+    unsigned flags;             /* ABI 1.1: 0 (reserved for CCGW_CMD_F_*) */
+    void *reserved[1];
 } ccgw_command_spec_t;
 
 /* What the command is. Valid until the reply is made. */
 const char *ccgw_cmd_name(const ccgw_cmd_t *cmd);
 ccgw_device_t *ccgw_cmd_device(const ccgw_cmd_t *cmd);
 const ccgw_config_t *ccgw_cmd_args(const ccgw_cmd_t *cmd); /* a mapping, never NULL */
+/* Who sent it (ABI 1.1), for the plugin's own log and events:
+ * "ws:<token name>", "http:<token name>", "mqtt" or "core". Never NULL. */
+const char *ccgw_cmd_origin(const ccgw_cmd_t *cmd);
 
 /* Reply. Exactly once per command; thread-safe; the handle is invalid after.
  * `data` becomes the reply's "data" object. */

@@ -41,6 +41,16 @@ enum {
 /* A short constant name for a return code ("EINVAL"), never NULL. */
 const char *ccgw_strerror(int code);
 
+/* Who may do what on the WebSocket/HTTP side (ABI 1.1): a token's role.
+ * Commands need at least operator; a command spec may ask for more
+ * (ccgw_command_spec_t.min_role). */
+typedef enum ccgw_role {
+    CCGW_ROLE_NONE = 0,
+    CCGW_ROLE_VIEWER = 1,   /* read */
+    CCGW_ROLE_OPERATOR = 2, /* read, commands, alarm acknowledgement */
+    CCGW_ROLE_ADMIN = 3     /* everything, plus the management API (reload) */
+} ccgw_role_t;
+
 typedef enum ccgw_log_level {
     CCGW_LOG_ERROR = 0,
     CCGW_LOG_WARN = 1,
