@@ -34,6 +34,24 @@ int ccgw_config__map_add_at(struct ccgw_config *map, const char *key, unsigned l
 
 static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL}; /* = ccgw_log_level_t */
 
+static const ccgw_option_t gateway_spool_options[] = {
+    {.key = "enabled", .type = CCGW_OPT_BOOL, .def = "true",
+     .doc = "Keep events and alarms in <data_dir>/spool until the broker acknowledges them (PUBACK); "
+            "false = in-memory queue only (lost on a crash or kill)."},
+    {.key = "max_bytes", .type = CCGW_OPT_INT, .flags = CCGW_OPT_F_RANGE, .def = "268435456", .min = 65536,
+     .max = 1099511627776.0,
+     .doc = "Size limit of the spool: at the limit telemetry is dropped oldest-first, events are held back "
+            "(backpressure, gateway alarm spool_full), alarms use a small reserve."},
+    {.key = "max_age_s", .type = CCGW_OPT_INT, .flags = CCGW_OPT_F_RANGE, .def = "604800", .min = 0,
+     .max = 315360000, .doc = "Records not delivered after this many seconds are deleted (counted); 0 = no limit."},
+    {.key = "telemetry", .type = CCGW_OPT_BOOL, .def = "false",
+     .doc = "Spool telemetry too (otherwise it goes through the in-memory queue)."},
+    {.key = "fsync_ms", .type = CCGW_OPT_INT, .flags = CCGW_OPT_F_RANGE, .def = "200", .min = 0, .max = 60000,
+     .doc = "fsync the spool this often (a power loss loses at most this much; a crash or kill -9 "
+            "loses nothing); 0 = after every record (slow)."},
+    CCGW_OPTION_END,
+};
+
 const ccgw_option_t ccgw_gateway_options[] = {
     {.key = "site", .type = CCGW_OPT_STRING, .flags = CCGW_OPT_F_REQUIRED,
      .doc = "Site name, [a-z0-9_.-]+ (1..64 chars): the second level of every topic."},
@@ -50,6 +68,8 @@ const ccgw_option_t ccgw_gateway_options[] = {
      .max = 10000000, .doc = "Bound of the northbound message queue, in messages."},
     {.key = "backpressure_ms", .type = CCGW_OPT_INT, .flags = CCGW_OPT_F_RANGE, .def = "5000", .min = 0,
      .max = 600000, .doc = "Longest time an event emit may block on a full queue before it fails."},
+    {.key = "spool", .type = CCGW_OPT_OBJECT, .children = gateway_spool_options,
+     .doc = "The crash-safe spool of events and alarms (in data_dir/spool)."},
     CCGW_OPTION_END,
 };
 
@@ -307,6 +327,12 @@ static bool fill_gateway(ccgw_gateway_config_t *cfg, struct ccgw_config *gw)
     cfg->data_dir = resolve_path(doc, dd ? dd->text : "/var/lib/ccgw");
     cfg->queue_size = get_int(gw, "queue_size", 65536);
     cfg->backpressure_ms = get_int(gw, "backpressure_ms", 5000);
+    const struct ccgw_config *sp = ccgw_config_get(gw, "spool");
+    cfg->spool.enabled = ccgw_config_bool(sp, "enabled", true);
+    cfg->spool.max_bytes = ccgw_config_int(sp, "max_bytes", INT64_C(268435456));
+    cfg->spool.max_age_s = ccgw_config_int(sp, "max_age_s", 604800);
+    cfg->spool.telemetry = ccgw_config_bool(sp, "telemetry", false);
+    cfg->spool.fsync_ms = get_int(sp, "fsync_ms", 200);
     return dirs_ok;
 }
 
@@ -619,6 +645,10 @@ static ccgw_gateway_config_t *load_doc(ccgw_config_doc_t *doc, ccgw_plugin_resol
     cfg->log_level = CCGW_LOG_INFO;
     cfg->queue_size = 65536;
     cfg->backpressure_ms = 5000;
+    cfg->spool.enabled = true;
+    cfg->spool.max_bytes = INT64_C(268435456);
+    cfg->spool.max_age_s = 604800;
+    cfg->spool.fsync_ms = 200;
 
     struct ccgw_config *root = doc->root;
     bool dirs_ok = true;

@@ -597,8 +597,12 @@ int ccgw_spool_next(ccgw_spool_t *sp, ccgw_spool_rec_t *rec)
             continue;
         }
         sp->rd_off = off + h.len;
-        if (h.id < sp->rd_id || acked_locked(sp, h.id))
+        if (h.id < sp->rd_id)
             continue;
+        if (acked_locked(sp, h.id)) {
+            sp->rd_id = h.id + 1;
+            continue;
+        }
         sp->rd_id = h.id + 1;
         /* NUL-terminate topic and payload: move the payload one byte up */
         unsigned char *t = sp->rbuf + HDR;
