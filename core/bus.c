@@ -34,6 +34,7 @@ struct ccgw_bus {
     size_t depth, limit;
     int backpressure_ms;
     bool running, stopping;
+    bool interrupted;              /* shutdown: no more backpressure waits */
     bool north_busy;               /* north thread holds popped messages */
     pthread_t thread;
     ccgw_sink_t sink;
@@ -283,6 +284,11 @@ static int spool_append(ccgw_bus_t *b, ccgw_kind_t kind, int qos, uint64_t versi
         }
         if (rc != CCGW_EFULL || kind != CCGW_KIND_EVENT || b->backpressure_ms <= 0)
             return rc;
+        pthread_mutex_lock(&b->lock);
+        bool no_wait = b->interrupted || b->stopping;
+        pthread_mutex_unlock(&b->lock);
+        if (no_wait)
+            return rc;
         if (!waited) {
             deadline_after(&dl, b->backpressure_ms);
             waited = true;
@@ -292,8 +298,9 @@ static int spool_append(ccgw_bus_t *b, ccgw_kind_t kind, int qos, uint64_t versi
         deadline_after(&step, 50);
         if (step.tv_sec > dl.tv_sec || (step.tv_sec == dl.tv_sec && step.tv_nsec > dl.tv_nsec))
             step = dl;
-        int w = b->stopping ? ETIMEDOUT : pthread_cond_timedwait(&b->not_full, &b->lock, &step);
-        bool over = b->stopping;
+        int w = b->stopping || b->interrupted ? ETIMEDOUT
+                                              : pthread_cond_timedwait(&b->not_full, &b->lock, &step);
+        bool over = b->stopping || b->interrupted;
         if (w == ETIMEDOUT && !over) {
             struct timespec now;
             clock_gettime(CLOCK_MONOTONIC, &now);
@@ -340,7 +347,7 @@ int ccgw_bus_push(ccgw_bus_t *b, ccgw_msg_t *m)
         b->backpressure_ms > 0) {
         struct timespec dl;
         deadline_after(&dl, b->backpressure_ms);
-        while (b->depth >= b->limit && !b->stopping) {
+        while (b->depth >= b->limit && !b->stopping && !b->interrupted) {
             if (pthread_cond_timedwait(&b->not_full, &b->lock, &dl) == ETIMEDOUT)
                 break;
         }
@@ -774,6 +781,14 @@ bool ccgw_bus_flush(ccgw_bus_t *b, int timeout_ms)
     }
     pthread_mutex_unlock(&b->lock);
     return ok;
+}
+
+void ccgw_bus_interrupt(ccgw_bus_t *b)
+{
+    pthread_mutex_lock(&b->lock);
+    b->interrupted = true;
+    pthread_cond_broadcast(&b->not_full);
+    pthread_mutex_unlock(&b->lock);
 }
 
 void ccgw_bus_stop(ccgw_bus_t *b)

@@ -127,6 +127,9 @@ void ccgw_bus_set_sink(ccgw_bus_t *bus, const ccgw_sink_t *sink);
 int ccgw_bus_start(ccgw_bus_t *bus);
 /* Wait up to timeout_ms for the queue and dirty list to empty and the sink to be idle. */
 bool ccgw_bus_flush(ccgw_bus_t *bus, int timeout_ms);
+/* Shutdown begins: emitters waiting for room (backpressure) get CCGW_EFULL
+ * now and no longer wait; what they push still goes to the spool. */
+void ccgw_bus_interrupt(ccgw_bus_t *bus);
 void ccgw_bus_stop(ccgw_bus_t *bus); /* joins the north thread; queued messages are freed */
 void ccgw_bus_free(ccgw_bus_t *bus);
 void ccgw_bus_wake(ccgw_bus_t *bus); /* thread-safe: the sink's state changed */

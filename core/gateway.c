@@ -339,6 +339,7 @@ int ccgw_gateway_run(ccgw_gateway_t *gw)
 void ccgw_gateway_stop(ccgw_gateway_t *gw)
 {
     atomic_store(&gw->stopping, true);
+    ccgw_bus_interrupt(gw->bus); /* emitters blocked by a full spool let go */
     for (size_t i = gw->n_instances; i-- > 0;)
         ccgw_instance_stop(gw->instances[i]);
     ccgw_alarm_store_stop(gw->alarm_store); /* the last write of the active alarms */

@@ -344,6 +344,9 @@ static void close_active(ccgw_spool_t *sp)
  * over the limit, those holding only telemetry (counted as dropped). */
 static void make_room(ccgw_spool_t *sp, uint64_t need)
 {
+    /* the active segment too, when everything in it was delivered */
+    if (sp->n_segs == 1 && is_active(sp, 0) && sp->segs[0].n && sp->segs[0].last <= sp->w)
+        close_active(sp);
     while (sp->n_segs && !is_active(sp, 0)) {
         seg_t *s = &sp->segs[0];
         if (s->last && s->last <= sp->w) {
@@ -720,7 +723,7 @@ static void maintain(ccgw_spool_t *sp, bool force_ckpt)
         sp->dirty = false;
     }
     uint64_t w = sp->w;
-    bool ck = w != sp->persisted_w && (force_ckpt || now_ms_mono() - sp->last_ckpt_ms >= 1000);
+    bool ck = w != sp->persisted_w && (force_ckpt || sp->full || now_ms_mono() - sp->last_ckpt_ms >= 1000);
     pthread_mutex_unlock(&sp->lock);
     uint64_t syncs = 0;
     if (rfd >= 0) {
@@ -744,6 +747,10 @@ static void maintain(ccgw_spool_t *sp, bool force_ckpt)
         sp->persisted_w = w;
         sp->st.checkpoints++;
     }
+    /* while full, a delivered active segment is closed so that it can go */
+    if (sp->full && sp->n_segs == 1 && is_active(sp, 0) && sp->segs[0].n &&
+        sp->segs[0].last <= sp->persisted_w)
+        close_active(sp);
     /* delivered segments (only up to what the checkpoint says) */
     while (sp->n_segs && !is_active(sp, 0) && sp->segs[0].last && sp->segs[0].last <= sp->persisted_w)
         seg_unlink(sp, 0);
@@ -764,7 +771,7 @@ static void maintain(ccgw_spool_t *sp, bool force_ckpt)
                 close_active(sp);
         }
     }
-    if (sp->full && sp->bytes <= sp->o.max_bytes - sp->o.max_bytes / 8) {
+    if (sp->full && sp->bytes <= sp->o.max_bytes / 2) {
         sp->full = false;
         report_clear = true;
     }
@@ -1019,8 +1026,8 @@ ccgw_spool_t *ccgw_spool_open(const char *dir, const ccgw_spool_options_t *o,
         sp->seg_bytes = sp->o.max_bytes / 8;
         if (sp->seg_bytes > (UINT64_C(4) << 20))
             sp->seg_bytes = UINT64_C(4) << 20;
-        if (sp->seg_bytes < (UINT64_C(64) << 10))
-            sp->seg_bytes = UINT64_C(64) << 10;
+        if (sp->seg_bytes < 4096)
+            sp->seg_bytes = 4096;
     }
     sp->alarm_reserve = sp->o.max_bytes / 16 > (UINT64_C(64) << 10) ? sp->o.max_bytes / 16 : UINT64_C(64) << 10;
     sp->ack_cap = 4096;
@@ -1131,7 +1138,11 @@ void ccgw_spool_close(ccgw_spool_t *sp)
         maintain(sp, true);
         if (sp->w != sp->persisted_w && ckpt_write(sp, sp->w) == 0)
             sp->persisted_w = sp->w;
-        CLOG_INFO(TAG, "closed: %" PRIu64 " records pending, %" PRIu64 " bytes", sp->st.pending, sp->bytes);
+        CLOG_INFO(TAG, "closed: %" PRIu64 " records pending, %" PRIu64 " bytes; appended %" PRIu64
+                  ", delivered %" PRIu64 ", telemetry dropped %" PRIu64 ", refused full %" PRIu64
+                  ", expired %" PRIu64 ", fsyncs %" PRIu64, sp->st.pending, sp->bytes, sp->st.appended,
+                  sp->st.delivered, sp->st.dropped_telemetry, sp->st.refused_full, sp->st.expired,
+                  sp->st.fsyncs);
     }
     if (sp->wfd >= 0) {
         fdatasync(sp->wfd);
