@@ -461,13 +461,19 @@ int ccgw_spool_append(ccgw_spool_t *sp, int kind, int qos, uint64_t version, con
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0) {
-            CLOG_ERROR(TAG, "write to segment %016" PRIx64 ": %s", s->first, n < 0 ? strerror(errno) : "no progress");
+            int err = n < 0 ? errno : EIO;
+            CLOG_ERROR(TAG, "write to segment %016" PRIx64 ": %s", s->first, n < 0 ? strerror(err) : "no progress");
             if (ftruncate(sp->wfd, (off_t)s->bytes) != 0)
                 CLOG_ERROR(TAG, "cannot cut the partial record: %s", strerror(errno));
-            rc = errno == ENOSPC ? CCGW_EFULL : CCGW_EIO;
+            rc = err == ENOSPC ? CCGW_EFULL : CCGW_EIO;
             break;
         }
         done += (size_t)n;
+    }
+    if (rc == CCGW_EFULL && !sp->full) { /* the disk is full */
+        sp->full = true;
+        report_full = true;
+        sp->st.refused_full++;
     }
     if (rc == CCGW_OK) {
         if (s->n == 0)
@@ -493,6 +499,8 @@ int ccgw_spool_append(ccgw_spool_t *sp, int kind, int qos, uint64_t version, con
         }
     }
     pthread_mutex_unlock(&sp->lock);
+    if (report_full && sp->o.full_cb)
+        sp->o.full_cb(sp->o.full_ctx, true);
     return rc;
 }
 
