@@ -164,8 +164,11 @@ struct ccgw_spool {
     uint64_t rd_seg;        /* first id of the open segment, 0 = none */
     uint64_t rd_off;
     int rd_fd;
-    unsigned char *rbuf;
+    unsigned char *rbuf;    /* the record handed out (topic NUL payload NUL) */
     size_t rbuf_cap;
+    unsigned char *win;     /* read-ahead of segment win_seg: bytes [win_off, win_end) */
+    size_t win_cap;
+    uint64_t win_seg, win_off, win_end;
     /* flusher */
     pthread_t flusher;
     pthread_cond_t cond;
@@ -527,6 +530,32 @@ static void rd_close(ccgw_spool_t *sp)
     sp->rd_fd = -1;
     sp->rd_seg = 0;
     sp->rd_off = 0;
+    sp->win_seg = 0;
+}
+
+/* Make [off, off + need) readable in the window (reader thread, no lock).
+ * Only bytes below `limit` (the segment's committed size) are trusted. */
+static bool win_fill(ccgw_spool_t *sp, int fd, uint64_t seg, uint64_t off, size_t need, uint64_t limit)
+{
+    if (sp->win_seg == seg && off >= sp->win_off && off + need <= sp->win_end)
+        return true;
+    size_t want = need > (256u << 10) ? need : (256u << 10);
+    if (sp->win_cap < want) {
+        unsigned char *n = realloc(sp->win, want);
+        if (!n)
+            return false;
+        sp->win = n;
+        sp->win_cap = want;
+    }
+    ssize_t got = pread_full(fd, sp->win, sp->win_cap, off);
+    if (got < 0) {
+        sp->win_seg = 0;
+        return false;
+    }
+    sp->win_seg = seg;
+    sp->win_off = off;
+    sp->win_end = off + (uint64_t)got < limit ? off + (uint64_t)got : limit;
+    return off + need <= sp->win_end;
 }
 
 static int seg_find(const ccgw_spool_t *sp, uint64_t first)
@@ -578,24 +607,27 @@ int ccgw_spool_next(ccgw_spool_t *sp, ccgw_spool_rec_t *rec)
         int fd = sp->rd_fd;
         uint64_t off = sp->rd_off;
         pthread_mutex_unlock(&sp->lock);
-        unsigned char hb[HDR];
         hdr_t h;
-        bool ok = pread_full(fd, hb, HDR, off) == (ssize_t)HDR;
+        const unsigned char *rp = NULL;
+        bool ok = win_fill(sp, fd, s.first, off, HDR, s.bytes);
         if (ok) {
-            hdr_get(hb, &h);
-            ok = hdr_sane(&h) && off + h.len <= s.bytes;
+            hdr_get(sp->win + (off - sp->win_off), &h);
+            ok = hdr_sane(&h) && off + h.len <= s.bytes && win_fill(sp, fd, s.first, off, h.len, s.bytes);
         }
-        if (ok && sp->rbuf_cap < h.len + 2) {
-            unsigned char *nb = realloc(sp->rbuf, h.len + 2);
+        if (ok) {
+            rp = sp->win + (off - sp->win_off);
+            ok = rec_valid(rp, &h);
+        }
+        if (ok && sp->rbuf_cap < (size_t)h.topic_len + h.payload_len + 2) {
+            size_t want = (size_t)h.topic_len + h.payload_len + 2;
+            unsigned char *nb = realloc(sp->rbuf, want);
             if (nb) {
                 sp->rbuf = nb;
-                sp->rbuf_cap = h.len + 2;
+                sp->rbuf_cap = want;
             } else {
                 ok = false;
             }
         }
-        if (ok)
-            ok = pread_full(fd, sp->rbuf, h.len, off) == (ssize_t)h.len && rec_valid(sp->rbuf, &h);
         pthread_mutex_lock(&sp->lock);
         if (sp->rd_seg != s.first || sp->rd_off != off)
             continue; /* rewound meanwhile */
@@ -615,10 +647,11 @@ int ccgw_spool_next(ccgw_spool_t *sp, ccgw_spool_rec_t *rec)
             continue;
         }
         sp->rd_id = h.id + 1;
-        /* NUL-terminate topic and payload: move the payload one byte up */
-        unsigned char *t = sp->rbuf + HDR;
-        memmove(t + h.topic_len + 1, t + h.topic_len, h.payload_len);
+        /* topic and payload, each NUL-terminated */
+        unsigned char *t = sp->rbuf;
+        memcpy(t, rp + HDR, h.topic_len);
         t[h.topic_len] = '\0';
+        memcpy(t + h.topic_len + 1, rp + HDR + h.topic_len, h.payload_len);
         t[h.topic_len + 1 + h.payload_len] = '\0';
         rec->id = h.id;
         rec->ts_ms = h.ts_ms;
@@ -1166,6 +1199,7 @@ void ccgw_spool_close(ccgw_spool_t *sp)
     free(sp->gaps);
     free(sp->ack);
     free(sp->rbuf);
+    free(sp->win);
     free(sp->dir);
     pthread_mutex_destroy(&sp->lock);
     pthread_cond_destroy(&sp->cond);
