@@ -17,6 +17,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "bus.h"
 #include "ccgw/types.h"
 #include "spool.h"
 
@@ -394,6 +398,179 @@ static void crc_known_value(void **state)
     assert_int_equal(ccgw_crc32c(0, "123456789", 9), 0xE3069283u);
 }
 
+/* ---- the bus with a spool: a sink that acknowledges like the MQTT one ---- */
+
+typedef struct sink_rec {
+    pthread_mutex_t lock;
+    atomic_bool ready;
+    atomic_bool snapshot;
+    ccgw_bus_t *bus;
+    bool ack;                /* acknowledge what it publishes */
+    int n;
+    int seqs[128];
+    bool retain[128];
+    uint64_t ids[128];
+    atomic_int taps;
+} sink_rec;
+
+static bool s_ready(void *c) { return atomic_load(&((sink_rec *)c)->ready); }
+static bool s_snap(void *c) { return atomic_exchange(&((sink_rec *)c)->snapshot, false); }
+static bool s_idle(void *c) { (void)c; return true; }
+static int s_publish(void *c, const ccgw_msg_t *m)
+{
+    sink_rec *r = c;
+    if (m->kind != CCGW_KIND_EVENT && m->kind != CCGW_KIND_ALARM)
+        return 0;
+    pthread_mutex_lock(&r->lock);
+    if (r->n < 128) {
+        int s = -1;
+        if (sscanf(m->payload, "{\"seq\":%d}", &s) != 1)
+            s = m->payload_len == 0 ? 0 : -1;
+        r->seqs[r->n] = s;
+        r->retain[r->n] = m->retain;
+        r->ids[r->n] = m->spool_id;
+        r->n++;
+    }
+    pthread_mutex_unlock(&r->lock);
+    if (r->ack)
+        ccgw_bus_ack(r->bus, m->spool_id);
+    return 0;
+}
+static void s_tap(void *c, const ccgw_msg_t *m)
+{
+    (void)m;
+    atomic_fetch_add(&((sink_rec *)c)->taps, 1);
+}
+
+static int wait_n(sink_rec *r, int n)
+{
+    for (int i = 0; i < 300; i++) {
+        pthread_mutex_lock(&r->lock);
+        int got = r->n;
+        pthread_mutex_unlock(&r->lock);
+        if (got >= n)
+            return got;
+        struct timespec ts = {0, 10000000L};
+        nanosleep(&ts, NULL);
+    }
+    return r->n;
+}
+
+static void bus_through_spool(void **state)
+{
+    (void)state;
+    sink_rec r;
+    memset(&r, 0, sizeof r);
+    pthread_mutex_init(&r.lock, NULL);
+    ccgw_bus_t *b = ccgw_bus_new(64, 100);
+    r.bus = b;
+    ccgw_sink_t sk = {.ctx = &r, .ready = s_ready, .publish = s_publish, .take_snapshot_request = s_snap,
+                      .idle = s_idle};
+    ccgw_bus_set_sink(b, &sk);
+    ccgw_bus_set_tap(b, s_tap, &r);
+    ccgw_bus_set_spool(b, open_sp(NULL, NULL), false);
+    assert_int_equal(ccgw_bus_start(b), 0);
+    /* broker away: events wait in the spool (more than the queue's 64) */
+    char p[64];
+    for (int i = 1; i <= 40; i++) {
+        snprintf(p, sizeof p, "{\"seq\":%d}", i);
+        assert_int_equal(ccgw_bus_push(b, ccgw_msg_new(CCGW_KIND_EVENT, 1, "t/e", p, strlen(p), NULL, 0)), CCGW_OK);
+    }
+    assert_int_equal(atomic_load(&r.taps), 40); /* the tap sees each, broker or not */
+    ccgw_spool_stats_t st;
+    ccgw_spool_get_stats(ccgw_bus_spool(b), &st);
+    assert_int_equal(st.pending, 40);
+    /* connected, but nothing acknowledged: published in order, still pending */
+    atomic_store(&r.ready, true);
+    atomic_store(&r.snapshot, true);
+    ccgw_bus_wake(b);
+    assert_int_equal(wait_n(&r, 40), 40);
+    for (int i = 0; i < 40; i++)
+        assert_int_equal(r.seqs[i], i + 1);
+    ccgw_spool_get_stats(ccgw_bus_spool(b), &st);
+    assert_int_equal(st.pending, 40);
+    /* reconnect: everything unacknowledged goes out again; acknowledged out of order first */
+    ccgw_bus_ack(b, r.ids[2]);
+    ccgw_bus_ack(b, r.ids[0]);
+    r.ack = true;
+    atomic_store(&r.snapshot, true);
+    ccgw_bus_wake(b);
+    assert_int_equal(wait_n(&r, 40 + 38), 78);
+    assert_int_equal(r.seqs[40], 2);
+    assert_int_equal(r.seqs[41], 4);
+    assert_true(ccgw_bus_flush(b, 2000));
+    ccgw_spool_get_stats(ccgw_bus_spool(b), &st);
+    assert_int_equal(st.pending, 0);
+    assert_int_equal(st.delivered, 40);
+    /* an alarm: retained while it is the cache's latest, not once a newer one exists */
+    ccgw_bus_retain(b, CCGW_KIND_ALARM, 1, "t/alarm/x", "{\"seq\":1}", 9);
+    assert_int_equal(wait_n(&r, 79), 79);
+    assert_true(r.retain[78]);
+    atomic_store(&r.ready, false);
+    ccgw_bus_retain(b, CCGW_KIND_ALARM, 1, "t/alarm/x", "{\"seq\":2}", 9);
+    ccgw_bus_retain(b, CCGW_KIND_ALARM, 1, "t/alarm/x", "", 0);
+    atomic_store(&r.ready, true);
+    ccgw_bus_wake(b);
+    assert_int_equal(wait_n(&r, 81), 81);
+    assert_int_equal(r.seqs[79], 2);
+    assert_false(r.retain[79]);   /* older than the cache's clear */
+    assert_int_equal(r.seqs[80], 0);
+    assert_true(r.retain[80]);    /* the clear is the latest */
+    assert_int_equal(atomic_load(&r.taps), 43);
+    ccgw_bus_free(b); /* closes the spool */
+    pthread_mutex_destroy(&r.lock);
+}
+
+static atomic_int bp_full_calls;
+static void bp_full(void *ctx, bool full)
+{
+    (void)ctx;
+    if (full)
+        atomic_fetch_add(&bp_full_calls, 1);
+}
+
+static void bus_backpressure(void **state)
+{
+    (void)state;
+    ccgw_bus_t *b = ccgw_bus_new(64, 300);
+    ccgw_bus_set_full_cb(b, bp_full, NULL);
+    ccgw_spool_options_t o = {.fsync_ms = 50, .max_bytes = 65536, .full_cb = ccgw_bus_spool_full, .full_ctx = b};
+    ccgw_bus_set_spool(b, open_sp(&o, NULL), false);
+    /* not started: nothing reads the spool */
+    char pad[600];
+    memset(pad, 'x', sizeof pad - 1);
+    pad[sizeof pad - 1] = '\0';
+    int ok = 0, full = 0;
+    struct timespec t0, t1;
+    for (int i = 0; i < 200 && !full; i++) {
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        int rc = ccgw_bus_push(b, ccgw_msg_new(CCGW_KIND_EVENT, 1, "t/e", pad, strlen(pad), NULL, 0));
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        if (rc == CCGW_OK)
+            ok++;
+        else if (rc == CCGW_EFULL)
+            full++;
+    }
+    assert_true(ok > 50);
+    assert_int_equal(full, 1);
+    /* the refused emit waited for backpressure_ms */
+    long waited = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    assert_true(waited >= 250);
+    assert_int_equal(atomic_load(&bp_full_calls), 1);
+    /* after ccgw_bus_interrupt() a full spool answers at once */
+    ccgw_bus_interrupt(b);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_int_equal(ccgw_bus_push(b, ccgw_msg_new(CCGW_KIND_EVENT, 1, "t/e", pad, strlen(pad), NULL, 0)),
+                     CCGW_EFULL);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    waited = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    assert_true(waited < 250);
+    ccgw_bus_stats_t bs;
+    ccgw_bus_get_stats(b, &bs);
+    assert_int_equal(bs.dropped_full[CCGW_KIND_EVENT], 2);
+    ccgw_bus_free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -405,6 +582,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(bit_flip_middle, setup, teardown),
         cmocka_unit_test_setup_teardown(limits, setup, teardown),
         cmocka_unit_test_setup_teardown(age_expiry, setup, teardown),
+        cmocka_unit_test_setup_teardown(bus_through_spool, setup, teardown),
+        cmocka_unit_test_setup_teardown(bus_backpressure, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
