@@ -355,8 +355,12 @@ void ccgw_gateway_stop(ccgw_gateway_t *gw)
     if (!ccgw_bus_flush(gw->bus, flush_ms)) {
         ccgw_bus_stats_t st;
         ccgw_bus_get_stats(gw->bus, &st);
-        CLOG_WARN("gateway", "stopping with %zu messages not delivered after %d ms%s", st.depth, flush_ms,
-                  flush_ms ? "" : " (the broker was never reached)");
+        ccgw_spool_stats_t ss = {0};
+        if (ccgw_bus_spool(gw->bus))
+            ccgw_spool_get_stats(ccgw_bus_spool(gw->bus), &ss);
+        CLOG_WARN("gateway", "stopping with %zu messages not delivered after %d ms%s; %llu kept in the spool",
+                  st.depth, flush_ms, flush_ms ? "" : " (the broker was never reached)",
+                  (unsigned long long)ss.pending);
     }
     if (gw->mqtt)
         ccgw_mqtt_stop(gw->mqtt);

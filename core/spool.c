@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -147,6 +148,7 @@ struct ccgw_spool {
     uint64_t seg_bytes, alarm_reserve;
     seg_t *segs;
     size_t n_segs, cap_segs;
+    int lock_fd;            /* <dir>/lock, flock'ed: one gateway per spool */
     int wfd;                /* the active segment (segs[n_segs-1]) or -1 */
     int retired_fd;         /* a rolled segment the flusher must fsync and close */
     bool dirty;             /* written since the last fsync */
@@ -1055,7 +1057,7 @@ ccgw_spool_t *ccgw_spool_open(const char *dir, const ccgw_spool_options_t *o,
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&sp->cond, &ca);
     pthread_condattr_destroy(&ca);
-    sp->wfd = sp->retired_fd = sp->rd_fd = -1;
+    sp->wfd = sp->retired_fd = sp->rd_fd = sp->lock_fd = -1;
     if (o)
         sp->o = *o;
     if (!sp->o.max_bytes)
@@ -1078,6 +1080,14 @@ ccgw_spool_t *ccgw_spool_open(const char *dir, const ccgw_spool_options_t *o,
     snprintf(cdir, sizeof cdir, "%s/corrupt", dir);
     if (!sp->ack || !sp->dir || mkdirs(dir) != 0 || mkdirs(cdir) != 0) {
         CLOG_ERROR(TAG, "cannot create %s: %s", dir, strerror(errno));
+        goto fail;
+    }
+    char lp[4200];
+    snprintf(lp, sizeof lp, "%s/lock", dir);
+    sp->lock_fd = open(lp, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    if (sp->lock_fd < 0 || flock(sp->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        CLOG_ERROR(TAG, "%s: %s", lp,
+                   errno == EWOULDBLOCK ? "the spool is in use by another ccgw (same data_dir)" : strerror(errno));
         goto fail;
     }
     sp->w = sp->persisted_w = ckpt_read(dir);
@@ -1195,6 +1205,8 @@ void ccgw_spool_close(ccgw_spool_t *sp)
     }
     if (sp->rd_fd >= 0)
         close(sp->rd_fd);
+    if (sp->lock_fd >= 0)
+        close(sp->lock_fd); /* releases the flock */
     free(sp->segs);
     free(sp->gaps);
     free(sp->ack);

@@ -123,6 +123,13 @@ static void append_ack_reopen(void **state)
     assert_int_equal(read_all(sp, seqs, ids, 32), 5);
     for (int i = 0; i < 5; i++)
         assert_int_equal(seqs[i], i + 6);
+    /* one gateway per spool */
+    {
+        char d[300];
+        snprintf(d, sizeof d, "%s/spool", dir);
+        ccgw_spool_options_t def = {.fsync_ms = 50};
+        assert_null(ccgw_spool_open(d, &def, NULL));
+    }
     /* new ids continue after the old ones */
     assert_int_equal(add(sp, K_EVENT, 11), 11);
     assert_int_equal(read_all(sp, seqs, NULL, 32), 1);
