@@ -930,6 +930,7 @@ static int recover_segment(ccgw_spool_t *sp, uint64_t first, uint64_t *prev_id, 
 {
     char p[4096];
     seg_path(sp, first, p, sizeof p);
+    memset(s, 0, sizeof *s);
     unsigned char *b = NULL;
     size_t len = 0;
     if (read_whole(p, &b, &len) != 0) {
@@ -1129,7 +1130,7 @@ ccgw_spool_t *ccgw_spool_open(const char *dir, const ccgw_spool_options_t *o,
             unlink(p);
             continue;
         }
-        seg_t s;
+        seg_t s = {0};
         if (recover_segment(sp, firsts[i], &prev, &s, &rep) != 0) {
             free(firsts);
             goto fail;

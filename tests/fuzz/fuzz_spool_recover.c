@@ -71,7 +71,8 @@ static uint64_t check_files(uint64_t w)
     uint64_t prev = 0, above = 0;
     for (int i = 0; i < n; i++) {
         char p[512];
-        snprintf(p, sizeof p, "%s/%s", sdir, names[i]);
+        if (snprintf(p, sizeof p, "%s/%s", sdir, names[i]) >= (int)sizeof p)
+            abort();
         FILE *f = fopen(p, "rb");
         if (!f)
             abort();

@@ -50,7 +50,7 @@ typedef struct pbroker {
 
 static int pb_spawn(pbroker *b)
 {
-    char dir[PATH_MAX], text[2048];
+    char dir[PATH_MAX], text[PATH_MAX + 1024];
     h_env_path(b->env, "mosq-db/", dir, sizeof dir);
     mkdir(dir, 0755);
     snprintf(text, sizeof text,
@@ -303,8 +303,9 @@ static size_t spool_scan(h_env *env, srec **out)
     closedir(d);
     qsort(names, (size_t)nn, sizeof names[0], (int (*)(const void *, const void *))strcmp);
     for (int i = 0; i < nn; i++) {
-        char path[PATH_MAX + 40];
-        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        char path[PATH_MAX];
+        if (snprintf(path, sizeof path, "%s/%s", dir, names[i]) >= (int)sizeof path)
+            continue;
         char *buf = NULL;
         FILE *f = fopen(path, "rb");
         if (!f)
@@ -335,7 +336,7 @@ static size_t spool_scan(h_env *env, srec **out)
                     *out = realloc(*out, cap * sizeof **out);
                 }
                 srec *r = &(*out)[n++];
-                snprintf(r->file, sizeof r->file, "%s", path);
+                memcpy(r->file, path, sizeof r->file);
                 r->off = off;
                 r->len = len;
                 r->dev = dn;
@@ -355,9 +356,9 @@ static size_t spool_scan(h_env *env, srec **out)
 static h_proc *gw_start_ex(h_env *env, int port, const char *gateway_extra, const char *lg_options,
                           const char *more_instances)
 {
-    char data[PATH_MAX], yaml[4096];
+    char data[PATH_MAX], yaml[PATH_MAX + 4096];
     h_env_path(env, "data", data, sizeof data);
-    snprintf(yaml, sizeof yaml,
+    int yl = snprintf(yaml, sizeof yaml,
              "gateway:\n"
              "  site: hq\n"
              "  id: gw1\n"
@@ -374,6 +375,8 @@ static h_proc *gw_start_ex(h_env *env, int port, const char *gateway_extra, cons
              "    plugin: loadgen\n"
              "    options:\n%s%s",
              data, gateway_extra, port, lg_options, more_instances);
+    if (yl < 0 || yl >= (int)sizeof yaml)
+        return NULL;
     return h_gw_start_yaml(env, yaml, NULL, 0, NULL);
 }
 
