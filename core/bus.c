@@ -9,6 +9,7 @@
 
 #include "ccgw/types.h"
 #include "log.h"
+#include "spool.h"
 
 struct ccgw_retained {
     ccgw_retained_t *hnext;         /* hash chain */
@@ -34,12 +35,17 @@ struct ccgw_bus {
     size_t depth, limit;
     int backpressure_ms;
     bool running, stopping;
+    bool interrupted;              /* shutdown: no more backpressure waits */
     bool north_busy;               /* north thread holds popped messages */
     pthread_t thread;
     ccgw_sink_t sink;
     bool has_sink;
     ccgw_bus_tap_fn tap;
     void *tap_ctx;
+    ccgw_spool_t *spool;           /* owned; NULL = in-memory queue only */
+    bool spool_telemetry;
+    ccgw_bus_full_fn full_cb;
+    void *full_ctx;
     /* retained cache */
     pthread_mutex_t cache_lock;
     ccgw_retained_t **buckets;
@@ -147,6 +153,39 @@ void ccgw_bus_set_tap(ccgw_bus_t *b, ccgw_bus_tap_fn fn, void *ctx)
 {
     b->tap = fn;
     b->tap_ctx = ctx;
+}
+
+void ccgw_bus_set_spool(ccgw_bus_t *b, ccgw_spool_t *sp, bool telemetry)
+{
+    b->spool = sp;
+    b->spool_telemetry = telemetry;
+}
+
+ccgw_spool_t *ccgw_bus_spool(ccgw_bus_t *b) { return b->spool; }
+
+void ccgw_bus_ack(ccgw_bus_t *b, uint64_t id)
+{
+    if (b->spool && id)
+        ccgw_spool_ack(b->spool, id);
+}
+
+void ccgw_bus_set_full_cb(ccgw_bus_t *b, ccgw_bus_full_fn fn, void *ctx)
+{
+    b->full_cb = fn;
+    b->full_ctx = ctx;
+}
+
+void ccgw_bus_spool_full(void *bus, bool full)
+{
+    ccgw_bus_t *b = bus;
+    if (b && b->full_cb)
+        b->full_cb(b->full_ctx, full);
+}
+
+static bool spooled_kind(const ccgw_bus_t *b, ccgw_kind_t k)
+{
+    return b->spool && (k == CCGW_KIND_EVENT || k == CCGW_KIND_ALARM ||
+                        (k == CCGW_KIND_TELEMETRY && b->spool_telemetry));
 }
 
 void ccgw_bus_wake(ccgw_bus_t *b)
@@ -261,12 +300,77 @@ static void enqueue_locked(ccgw_bus_t *b, ccgw_msg_t *m)
     pthread_cond_signal(&b->not_empty);
 }
 
+/* Append to the spool; events wait (re-trying) up to backpressure_ms while
+ * the spool is full, telemetry and alarms do not wait. */
+static int spool_append(ccgw_bus_t *b, ccgw_kind_t kind, int qos, uint64_t version, const char *topic,
+                        const char *payload, size_t len)
+{
+    struct timespec dl;
+    bool waited = false;
+    for (;;) {
+        int rc = ccgw_spool_append(b->spool, (int)kind, qos, version, topic, payload, len, NULL);
+        if (rc == CCGW_OK) {
+            pthread_mutex_lock(&b->lock);
+            b->st.pushed[kind]++;
+            pthread_cond_signal(&b->not_empty);
+            pthread_mutex_unlock(&b->lock);
+            return CCGW_OK;
+        }
+        if (rc != CCGW_EFULL || kind != CCGW_KIND_EVENT || b->backpressure_ms <= 0)
+            return rc;
+        pthread_mutex_lock(&b->lock);
+        bool no_wait = b->interrupted || b->stopping;
+        pthread_mutex_unlock(&b->lock);
+        if (no_wait)
+            return rc;
+        if (!waited) {
+            deadline_after(&dl, b->backpressure_ms);
+            waited = true;
+        }
+        pthread_mutex_lock(&b->lock);
+        struct timespec step;
+        deadline_after(&step, 50);
+        if (step.tv_sec > dl.tv_sec || (step.tv_sec == dl.tv_sec && step.tv_nsec > dl.tv_nsec))
+            step = dl;
+        int w = b->stopping || b->interrupted ? ETIMEDOUT
+                                              : pthread_cond_timedwait(&b->not_full, &b->lock, &step);
+        bool over = b->stopping || b->interrupted;
+        if (w == ETIMEDOUT && !over) {
+            struct timespec now;
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            over = now.tv_sec > dl.tv_sec || (now.tv_sec == dl.tv_sec && now.tv_nsec >= dl.tv_nsec);
+        }
+        pthread_mutex_unlock(&b->lock);
+        if (over)
+            return CCGW_EFULL;
+    }
+}
+
+static int spool_push(ccgw_bus_t *b, ccgw_msg_t *m)
+{
+    int rc = spool_append(b, m->kind, m->qos, 0, m->topic, m->payload, m->payload_len);
+    if (rc != CCGW_OK) {
+        pthread_mutex_lock(&b->lock);
+        b->st.dropped_full[m->kind]++;
+        uint64_t n = b->st.dropped_full[m->kind];
+        pthread_mutex_unlock(&b->lock);
+        if ((n & (n - 1)) == 0)
+            CLOG_WARN("bus", "spool %s: refused %s on %s (%llu so far)",
+                      rc == CCGW_EFULL ? "full" : "error", ccgw_kind_name(m->kind), m->topic,
+                      (unsigned long long)n);
+    }
+    ccgw_msg_free(m);
+    return rc == CCGW_OK ? CCGW_OK : rc == CCGW_EFULL ? CCGW_EFULL : CCGW_EIO;
+}
+
 int ccgw_bus_push(ccgw_bus_t *b, ccgw_msg_t *m)
 {
     if (!m)
         return CCGW_ENOMEM;
     if (b->tap)
         b->tap(b->tap_ctx, m);
+    if (spooled_kind(b, m->kind))
+        return spool_push(b, m); /* accepted even while stopping: replayed next run */
     pthread_mutex_lock(&b->lock);
     if (b->stopping) {
         pthread_mutex_unlock(&b->lock);
@@ -277,7 +381,7 @@ int ccgw_bus_push(ccgw_bus_t *b, ccgw_msg_t *m)
         (m->kind == CCGW_KIND_EVENT || m->kind == CCGW_KIND_REPLY) && b->backpressure_ms > 0) {
         struct timespec dl;
         deadline_after(&dl, b->backpressure_ms);
-        while ((b->depth >= b->limit || over_share_locked(b, m)) && !b->stopping) {
+        while ((b->depth >= b->limit || over_share_locked(b, m)) && !b->stopping && !b->interrupted) {
             if (pthread_cond_timedwait(&b->not_full, &b->lock, &dl) == ETIMEDOUT)
                 break;
         }
@@ -334,6 +438,17 @@ int ccgw_bus_retain(ccgw_bus_t *b, ccgw_kind_t kind, int qos, const char *topic,
     }
     pthread_mutex_unlock(&b->cache_lock);
 
+    if (m && spooled_kind(b, kind)) {
+        /* alarms never wait: past the spool's reserve they coalesce below */
+        if (spool_append(b, kind, qos, version, topic, payload, len) == CCGW_OK) {
+            ccgw_msg_free(m);
+            return CCGW_OK;
+        }
+        ccgw_msg_free(m);
+        m = NULL;
+        CLOG_WARN("bus", "spool refused %s on %s: kept as the latest retained value only",
+                  ccgw_kind_name(kind), topic);
+    }
     pthread_mutex_lock(&b->lock);
     if (m && b->depth < b->limit && !b->stopping) {
         enqueue_locked(b, m);
@@ -455,6 +570,59 @@ static bool deliver_entry(ccgw_bus_t *b, ccgw_retained_t *e)
     return done;
 }
 
+/* A spooled alarm older than the cache's value (or from the previous run
+ * while this run has one) goes out without the retain flag, so the
+ * retained value never goes back in time. */
+static bool spooled_retain(ccgw_bus_t *b, const ccgw_spool_rec_t *r)
+{
+    if (!ccgw_kind_retained((ccgw_kind_t)r->kind))
+        return false;
+    bool retain = true;
+    pthread_mutex_lock(&b->cache_lock);
+    size_t i = hash_str(r->topic) & (b->n_buckets - 1);
+    for (ccgw_retained_t *e = b->buckets[i]; e; e = e->hnext)
+        if (strcmp(e->topic, r->topic) == 0) {
+            retain = r->this_boot ? e->version <= r->version : e->version == 0;
+            break;
+        }
+    pthread_mutex_unlock(&b->cache_lock);
+    return retain;
+}
+
+/* Publish up to `max` spooled records in order while the sink is ready. */
+static void deliver_spool(ccgw_bus_t *b, int max)
+{
+    for (int i = 0; i < max; i++) {
+        if (!sink_ready(b))
+            return;
+        ccgw_spool_rec_t r;
+        if (ccgw_spool_next(b->spool, &r) != 1)
+            return;
+        ccgw_kind_t kind = (unsigned)r.kind < CCGW_KIND__COUNT ? (ccgw_kind_t)r.kind : CCGW_KIND_EVENT;
+        ccgw_msg_t *m = ccgw_msg_new(kind, r.qos, r.topic, r.payload, r.payload_len, NULL, 0);
+        if (!m) {
+            ccgw_spool_rewind(b->spool); /* try again later */
+            return;
+        }
+        m->retain = spooled_retain(b, &r);
+        m->spool_id = r.id;
+        int rc = b->has_sink ? b->sink.publish(b->sink.ctx, m) : 0;
+        ccgw_msg_free(m);
+        if (rc == CCGW_ESTATE) {
+            ccgw_spool_rewind(b->spool); /* not connected: again after the reconnect */
+            return;
+        }
+        if (!b->has_sink || rc != 0)
+            ccgw_spool_ack(b->spool, r.id); /* no broker configured, or it can never go out */
+        pthread_mutex_lock(&b->lock);
+        if (rc == 0)
+            b->st.published[kind]++;
+        else
+            b->st.dropped_offline[kind]++;
+        pthread_mutex_unlock(&b->lock);
+    }
+}
+
 /* Wait until the sink is ready or we are stopping. Called with b->lock held. */
 static bool wait_ready_locked(ccgw_bus_t *b)
 {
@@ -504,11 +672,13 @@ static void *north_main(void *arg)
     while (!b->stopping) {
         if (b->has_sink && b->sink.take_snapshot_request(b->sink.ctx)) {
             pthread_mutex_unlock(&b->lock);
+            if (b->spool)
+                ccgw_spool_rewind(b->spool); /* sent before the disconnect, not acknowledged */
             run_snapshot(b);
             pthread_mutex_lock(&b->lock);
             continue;
         }
-        if (!held && !b->head && !b->dirty_head) {
+        if (!held && !b->head && !b->dirty_head && !(b->spool && ccgw_spool_has_unread(b->spool))) {
             b->north_busy = false;
             pthread_cond_broadcast(&b->drained);
             struct timespec dl;
@@ -558,6 +728,8 @@ static void *north_main(void *arg)
                 held_tail = NULL;
             ccgw_msg_free(m);
         }
+        if (b->spool)
+            deliver_spool(b, 256);
         /* dirty entries: the latest state of topics whose updates did not fit */
         for (;;) {
             if (!sink_ready(b))
@@ -627,6 +799,11 @@ bool ccgw_bus_flush(ccgw_bus_t *b, int timeout_ms)
     bool ok = false;
     for (;;) {
         bool empty = !b->head && !b->dirty_head && !b->north_busy;
+        if (empty && b->spool) {
+            ccgw_spool_stats_t ss;
+            ccgw_spool_get_stats(b->spool, &ss);
+            empty = ss.pending == 0;
+        }
         bool idle = !b->has_sink || b->sink.idle(b->sink.ctx);
         if (empty && idle) {
             ok = true;
@@ -646,6 +823,14 @@ bool ccgw_bus_flush(ccgw_bus_t *b, int timeout_ms)
     }
     pthread_mutex_unlock(&b->lock);
     return ok;
+}
+
+void ccgw_bus_interrupt(ccgw_bus_t *b)
+{
+    pthread_mutex_lock(&b->lock);
+    b->interrupted = true;
+    pthread_cond_broadcast(&b->not_full);
+    pthread_mutex_unlock(&b->lock);
 }
 
 void ccgw_bus_stop(ccgw_bus_t *b)
@@ -675,6 +860,8 @@ void ccgw_bus_free(ccgw_bus_t *b)
     if (!b)
         return;
     ccgw_bus_stop(b);
+    ccgw_spool_close(b->spool);
+    b->spool = NULL;
     ccgw_retained_t *e = b->first;
     while (e) {
         ccgw_retained_t *n = e->next;

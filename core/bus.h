@@ -1,13 +1,30 @@
 /*
  * bus - the bounded queue between emitters (plugin and core threads) and the
- * north side, the retained-state cache, and the north thread that drains the
- * queue into the sink (MQTT).
+ * north side, the retained-state cache, the crash-safe spool's reader, and
+ * the north thread that drains both into the sink (MQTT).
  *
  * Who runs what: any thread pushes; one north thread (started here) pops and
- * calls the sink; the sink's own threads (libmosquitto's) only call
- * ccgw_bus_wake().
+ * reads the spool and calls the sink; the sink's own threads (libmosquitto's)
+ * call ccgw_bus_wake() and ccgw_bus_ack().
  *
- * Policy at the limit (gateway.queue_size messages), each counted:
+ * With a spool (ccgw_bus_set_spool(), gateway.spool.enabled): events and
+ * alarms (and telemetry when gateway.spool.telemetry) are appended to the
+ * spool on the emitting thread instead of the in-memory queue, and count as
+ * delivered only when the sink acknowledges them (ccgw_bus_ack(): PUBACK for
+ * QoS 1, hand-over for QoS 0). The north thread reads the spool in record
+ * order (records left by the previous run first); after each reconnect it
+ * rewinds to the lowest unacknowledged record (duplicates possible, told
+ * apart by boot/seq). Policy at the spool's limit (spool.h):
+ *  - telemetry: whole telemetry-only segments dropped oldest-first, then new
+ *    telemetry refused with CCGW_EFULL, all counted;
+ *  - events: the emitter is blocked, retrying, up to backpressure_ms, then
+ *    gets CCGW_EFULL (not accepted: the plugin may retry; counted); the
+ *    spool's full/not-full transitions reach the callback of
+ *    ccgw_bus_set_full_cb() (the gateway alarm spool_full);
+ *  - alarms: never block: a reserve beyond the limit, then coalesced through
+ *    the retained cache's dirty list like any retained kind.
+ * Without a spool, and for the other kinds always, the in-memory queue
+ * (gateway.queue_size messages) applies, each case counted:
  *  - telemetry: dropped, CCGW_EFULL.
  *  - events, replies: the caller waits up to backpressure_ms, then dropped, CCGW_EFULL.
  *  - retained kinds (state, alarm, instance, gateway): never block and never
@@ -15,9 +32,10 @@
  *    marked dirty; the north thread publishes dirty entries when it can.
  * A retained message is published only if it is newer than what was last
  * published for its topic, so a coalesced or replayed state never goes back
- * in time. While the sink is not ready (broker down) nothing is popped; on
- * each (re)connect the sink asks for a snapshot and every cache entry is
- * published again before the queue resumes.
+ * in time (a spooled alarm older than the cache's is published without the
+ * retain flag). While the sink is not ready (broker down) nothing is popped;
+ * on each (re)connect the sink asks for a snapshot and every cache entry is
+ * published again before the queue and the spool resume.
  */
 #ifndef CCGW_BUS_H
 #define CCGW_BUS_H
@@ -61,6 +79,7 @@ typedef struct ccgw_msg {
     ccgw_retained_t *entry; /* retained kinds: the cache entry */
     uint64_t version;       /* the entry's version this payload is */
     ccgw_bus_quota_t *quota; /* the emitter's share (non-retained kinds), or NULL */
+    uint64_t spool_id;      /* spooled: the record to ccgw_bus_ack() once delivered; 0 = not spooled */
     char data[];
 } ccgw_msg_t;
 
@@ -95,11 +114,29 @@ typedef struct ccgw_bus_stats {
 } ccgw_bus_stats_t;
 
 ccgw_bus_t *ccgw_bus_new(size_t limit, int backpressure_ms);
+struct ccgw_spool;
+/* Give the bus an open spool (before ccgw_bus_start()); the bus owns it from
+ * now on and closes it in ccgw_bus_free(). telemetry: spool telemetry too. */
+void ccgw_bus_set_spool(ccgw_bus_t *bus, struct ccgw_spool *sp, bool telemetry);
+struct ccgw_spool *ccgw_bus_spool(ccgw_bus_t *bus); /* NULL without one (stats) */
+/* The sink delivered spooled record `spool_id` (any thread, any order). */
+void ccgw_bus_ack(ccgw_bus_t *bus, uint64_t spool_id);
+/* Called when the spool starts refusing events (full = true) and when it has
+ * room again; on an emitting thread or the spool's flusher, no bus or spool
+ * lock held (it may emit, e.g. ccgw_gateway_alarm()). Set before start. */
+typedef void (*ccgw_bus_full_fn)(void *ctx, bool full);
+void ccgw_bus_set_full_cb(ccgw_bus_t *bus, ccgw_bus_full_fn fn, void *ctx);
+/* The spool's full_cb (ccgw_spool_options_t) to pass with ctx = the bus. */
+void ccgw_bus_spool_full(void *bus, bool full);
+
 /* Without a sink (MQTT disabled), popped messages are discarded (counted as published). */
 void ccgw_bus_set_sink(ccgw_bus_t *bus, const ccgw_sink_t *sink);
 int ccgw_bus_start(ccgw_bus_t *bus);
 /* Wait up to timeout_ms for the queue and dirty list to empty and the sink to be idle. */
 bool ccgw_bus_flush(ccgw_bus_t *bus, int timeout_ms);
+/* Shutdown begins: emitters waiting for room (backpressure) get CCGW_EFULL
+ * now and no longer wait; what they push still goes to the spool. */
+void ccgw_bus_interrupt(ccgw_bus_t *bus);
 void ccgw_bus_stop(ccgw_bus_t *bus); /* joins the north thread; queued messages are freed */
 void ccgw_bus_free(ccgw_bus_t *bus);
 void ccgw_bus_wake(ccgw_bus_t *bus); /* thread-safe: the sink's state changed */

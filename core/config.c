@@ -54,6 +54,21 @@ const ccgw_option_t ccgw_supervision_options[] = {
      .doc = "An instance whose loop has not turned for this long is reported hung (default 30000)."},
     {.key = "start_timeout_ms", .type = CCGW_OPT_INT, .flags = CCGW_OPT_F_RANGE, .min = 100, .max = 3600000,
      .doc = "An instance still in create()/start() after this long is reported hung (default 15000)."},
+static const ccgw_option_t gateway_spool_options[] = {
+    {.key = "enabled", .type = CCGW_OPT_BOOL, .def = "true",
+     .doc = "Keep events and alarms in <data_dir>/spool until the broker acknowledges them (PUBACK); "
+            "false = in-memory queue only (lost on a crash or kill)."},
+    {.key = "max_bytes", .type = CCGW_OPT_INT, .flags = CCGW_OPT_F_RANGE, .def = "268435456", .min = 65536,
+     .max = 1099511627776.0,
+     .doc = "Size limit of the spool: at the limit telemetry is dropped oldest-first, events are held back "
+            "(backpressure, gateway alarm spool_full), alarms use a small reserve."},
+    {.key = "max_age_s", .type = CCGW_OPT_INT, .flags = CCGW_OPT_F_RANGE, .def = "604800", .min = 0,
+     .max = 315360000, .doc = "Records not delivered after this many seconds are deleted (counted); 0 = no limit."},
+    {.key = "telemetry", .type = CCGW_OPT_BOOL, .def = "false",
+     .doc = "Spool telemetry too (otherwise it goes through the in-memory queue)."},
+    {.key = "fsync_ms", .type = CCGW_OPT_INT, .flags = CCGW_OPT_F_RANGE, .def = "200", .min = 0, .max = 60000,
+     .doc = "fsync the spool this often (a power loss loses at most this much; a crash or kill -9 "
+            "loses nothing); 0 = after every record (slow)."},
     CCGW_OPTION_END,
 };
 
@@ -75,6 +90,8 @@ const ccgw_option_t ccgw_gateway_options[] = {
      .max = 600000, .doc = "Longest time an event emit may block on a full queue before it fails."},
     {.key = "supervision", .type = CCGW_OPT_OBJECT, .children = ccgw_supervision_options,
      .doc = "Plugin supervision defaults: restart backoff, quarantine, hang detection (docs/operations.md)."},
+    {.key = "spool", .type = CCGW_OPT_OBJECT, .children = gateway_spool_options,
+     .doc = "The crash-safe spool of events and alarms (in data_dir/spool)."},
     CCGW_OPTION_END,
 };
 
@@ -409,6 +426,12 @@ static bool fill_gateway(ccgw_gateway_config_t *cfg, struct ccgw_config *gw)
     cfg->backpressure_ms = get_int(gw, "backpressure_ms", 5000);
     ccgw_supervision_config_t base = cfg->supervision;
     fill_supervision(doc, ccgw_config_get(gw, "supervision"), &base, &cfg->supervision);
+    const struct ccgw_config *sp = ccgw_config_get(gw, "spool");
+    cfg->spool.enabled = ccgw_config_bool(sp, "enabled", true);
+    cfg->spool.max_bytes = ccgw_config_int(sp, "max_bytes", INT64_C(268435456));
+    cfg->spool.max_age_s = ccgw_config_int(sp, "max_age_s", 604800);
+    cfg->spool.telemetry = ccgw_config_bool(sp, "telemetry", false);
+    cfg->spool.fsync_ms = get_int(sp, "fsync_ms", 200);
     return dirs_ok;
 }
 
@@ -987,6 +1010,10 @@ static ccgw_gateway_config_t *load_doc(ccgw_config_doc_t *doc, ccgw_plugin_resol
     cfg->supervision = (ccgw_supervision_config_t){.restart_min_ms = 1000, .restart_max_ms = 60000,
                                                    .max_failures = 5, .failure_window_s = 300,
                                                    .hang_timeout_ms = 30000, .start_timeout_ms = 15000};
+    cfg->spool.enabled = true;
+    cfg->spool.max_bytes = INT64_C(268435456);
+    cfg->spool.max_age_s = 604800;
+    cfg->spool.fsync_ms = 200;
 
     struct ccgw_config *root = doc->root;
     bool dirs_ok = true;

@@ -104,6 +104,13 @@ typedef struct ccgw_gateway_config {
     int queue_size;               /* north queue bound, messages */
     int backpressure_ms;          /* max time an event emit may block */
     ccgw_supervision_config_t supervision; /* gateway.supervision: defaults for every instance */
+    struct {                      /* gateway.spool (spool.h) */
+        bool enabled;             /* spool in <data_dir>/spool */
+        int64_t max_bytes;
+        int64_t max_age_s;        /* 0 = no age limit */
+        bool telemetry;           /* spool telemetry too */
+        int fsync_ms;
+    } spool;
     ccgw_mqtt_config_t mqtt;
     ccgw_alarms_config_t alarms;
     ccgw_http_config_t http;

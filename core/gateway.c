@@ -25,6 +25,7 @@
 #include "mqtt_north.h"
 #include "sd_notify.h"
 #include "supervisor.h"
+#include "spool.h"
 
 #define FLUSH_TIMEOUT_MS 5000
 
@@ -51,6 +52,44 @@ static void make_boot_id(char out[17])
     }
     for (int i = 0; i < 8; i++)
         snprintf(out + 2 * i, 3, "%02x", r[i]);
+}
+
+/* The spool's full / not-full transitions (bus.h): the gateway alarm spool_full. */
+static void spool_full_changed(void *ctx, bool full)
+{
+    ccgw_gateway_t *gw = ctx;
+    ccgw_gateway_alarm(gw, "spool_full", full, "major",
+                       full ? "spool at its size limit: events are held back (backpressure), telemetry dropped"
+                            : NULL);
+}
+
+/* gateway.spool: open <data_dir>/spool and hand it to the bus; without it
+ * (disabled, or the folder unusable) the in-memory queue carries everything. */
+static void open_spool(ccgw_gateway_t *gw)
+{
+    const ccgw_gateway_config_t *cfg = gw->cfg;
+    if (!cfg->spool.enabled || !cfg->data_dir) {
+        CLOG_INFO("gateway", "spool disabled: events and alarms wait in memory only");
+        return;
+    }
+    char *dir = str_printf("%s/spool", cfg->data_dir);
+    if (!dir)
+        return;
+    ccgw_spool_options_t o = {.max_bytes = (uint64_t)cfg->spool.max_bytes,
+                              .max_age_s = (uint64_t)cfg->spool.max_age_s,
+                              .fsync_ms = cfg->spool.fsync_ms,
+                              .full_cb = ccgw_bus_spool_full,
+                              .full_ctx = gw->bus};
+    ccgw_spool_t *sp = ccgw_spool_open(dir, &o, NULL);
+    if (sp) {
+        ccgw_bus_set_full_cb(gw->bus, spool_full_changed, gw);
+        ccgw_bus_set_spool(gw->bus, sp, cfg->spool.telemetry);
+    } else {
+        CLOG_ERROR("gateway", "cannot open the spool in %s: events and alarms wait in memory only "
+                   "(lost on a crash)", dir);
+        ccgw_gateway_alarm(gw, "spool_unavailable", true, "major", "the spool cannot be opened: see the log");
+    }
+    free(dir);
 }
 
 ccgw_gateway_t *ccgw_gateway_new(ccgw_gateway_config_t *cfg, ccgw_loader_t *loader)
@@ -93,6 +132,7 @@ ccgw_gateway_t *ccgw_gateway_new(ccgw_gateway_config_t *cfg, ccgw_loader_t *load
         ccgw_gateway_free(gw);
         return NULL;
     }
+    open_spool(gw);
     if (cfg->mqtt.enabled) {
         gw->mqtt = ccgw_mqtt_new(gw);
         if (!gw->mqtt) {
@@ -360,6 +400,7 @@ bool ccgw_gateway_has_abandoned(ccgw_gateway_t *gw)
 void ccgw_gateway_stop(ccgw_gateway_t *gw)
 {
     atomic_store(&gw->stopping, true);
+    ccgw_bus_interrupt(gw->bus); /* emitters blocked by a full spool let go */
     pthread_mutex_lock(&gw->life_lock);
     for (size_t i = gw->n_instances; i-- > 0;)
         ccgw_instance_stop(gw->instances[i]); /* bounded: a stuck thread is left behind */
@@ -378,8 +419,12 @@ void ccgw_gateway_stop(ccgw_gateway_t *gw)
     if (!ccgw_bus_flush(gw->bus, flush_ms)) {
         ccgw_bus_stats_t st;
         ccgw_bus_get_stats(gw->bus, &st);
-        CLOG_WARN("gateway", "stopping with %zu messages not delivered after %d ms%s", st.depth, flush_ms,
-                  flush_ms ? "" : " (the broker was never reached)");
+        ccgw_spool_stats_t ss = {0};
+        if (ccgw_bus_spool(gw->bus))
+            ccgw_spool_get_stats(ccgw_bus_spool(gw->bus), &ss);
+        CLOG_WARN("gateway", "stopping with %zu messages not delivered after %d ms%s; %llu kept in the spool",
+                  st.depth, flush_ms, flush_ms ? "" : " (the broker was never reached)",
+                  (unsigned long long)ss.pending);
     }
     if (gw->mqtt)
         ccgw_mqtt_stop(gw->mqtt);

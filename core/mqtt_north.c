@@ -32,6 +32,10 @@ struct ccgw_mqtt {
     atomic_bool net_stop;
     pthread_mutex_t sleep_lock;
     pthread_cond_t sleep_cond;
+    /* spooled publishes: libmosquitto mid -> spool record id (0 = none);
+     * held across mosquitto_publish_v5() so a PUBACK never beats the entry */
+    pthread_mutex_t mid_lock;
+    uint64_t *mid_spool;       /* 65536 entries */
 };
 
 #define TAG "mqtt"
@@ -83,6 +87,14 @@ static void on_publish(struct mosquitto *mosq, void *obj, int mid, int reason, c
     ccgw_mqtt_t *m = obj;
     if (reason >= 0x80)
         CLOG_WARN(TAG, "broker refused publish %d: %s", mid, mosquitto_reason_string(reason));
+    /* a spooled record is delivered now (a refused one too: retrying a
+     * refusal forever would hold the spool back; it is logged above) */
+    pthread_mutex_lock(&m->mid_lock);
+    uint64_t sid = m->mid_spool[(unsigned)mid & 0xffffu];
+    m->mid_spool[(unsigned)mid & 0xffffu] = 0;
+    pthread_mutex_unlock(&m->mid_lock);
+    if (sid)
+        ccgw_bus_ack(m->gw->bus, sid);
     uint64_t cur = atomic_load(&m->inflight);
     while (cur > 0 && !atomic_compare_exchange_weak(&m->inflight, &cur, cur - 1))
         ;
@@ -201,11 +213,20 @@ static int sink_publish(void *ctx, const ccgw_msg_t *msg)
     if (msg->corr_len)
         mosquitto_property_add_binary(&props, MQTT_PROP_CORRELATION_DATA, msg->corr, (uint16_t)msg->corr_len);
     atomic_fetch_add(&m->inflight, 1);
-    int rc = mosquitto_publish_v5(m->mosq, NULL, msg->topic, (int)msg->payload_len,
+    int mid = 0;
+    pthread_mutex_lock(&m->mid_lock);
+    int rc = mosquitto_publish_v5(m->mosq, &mid, msg->topic, (int)msg->payload_len,
                                   msg->payload_len ? msg->payload : NULL, msg->qos, msg->retain, props);
-    mosquitto_property_free_all(&props);
+    /* every publish sets its slot: a stale entry never acknowledges another record */
     if (rc == MOSQ_ERR_SUCCESS)
+        m->mid_spool[(unsigned)mid & 0xffffu] = msg->qos > 0 ? msg->spool_id : 0;
+    pthread_mutex_unlock(&m->mid_lock);
+    mosquitto_property_free_all(&props);
+    if (rc == MOSQ_ERR_SUCCESS) {
+        if (msg->qos == 0 && msg->spool_id)
+            ccgw_bus_ack(m->gw->bus, msg->spool_id); /* QoS 0: handed over is all there is */
         return CCGW_OK;
+    }
     uint64_t cur = atomic_load(&m->inflight);
     while (cur > 0 && !atomic_compare_exchange_weak(&m->inflight, &cur, cur - 1))
         ;
@@ -249,9 +270,16 @@ ccgw_mqtt_t *ccgw_mqtt_new(ccgw_gateway_t *gw)
     m->gw = gw;
     pthread_mutex_init(&m->sleep_lock, NULL);
     pthread_cond_init(&m->sleep_cond, NULL);
+    pthread_mutex_init(&m->mid_lock, NULL);
+    m->mid_spool = calloc(65536, sizeof *m->mid_spool);
+    if (!m->mid_spool) {
+        free(m);
+        return NULL;
+    }
     size_t fl = strlen(gw->site_base) + 16;
     m->cmd_filter = malloc(fl);
     if (!m->cmd_filter) {
+        free(m->mid_spool);
         free(m);
         return NULL;
     }
@@ -260,6 +288,7 @@ ccgw_mqtt_t *ccgw_mqtt_new(ccgw_gateway_t *gw)
     if (!m->mosq) {
         CLOG_ERROR(TAG, "mosquitto_new failed");
         free(m->cmd_filter);
+        free(m->mid_spool);
         free(m);
         return NULL;
     }
@@ -304,6 +333,7 @@ ccgw_mqtt_t *ccgw_mqtt_new(ccgw_gateway_t *gw)
                    c->tls ? " (check mqtt.tls files)" : "");
         mosquitto_destroy(m->mosq);
         free(m->cmd_filter);
+        free(m->mid_spool);
         free(m);
         return NULL;
     }
@@ -421,6 +451,8 @@ void ccgw_mqtt_free(ccgw_mqtt_t *m)
     mosquitto_destroy(m->mosq);
     pthread_mutex_destroy(&m->sleep_lock);
     pthread_cond_destroy(&m->sleep_cond);
+    pthread_mutex_destroy(&m->mid_lock);
+    free(m->mid_spool);
     free(m->cmd_filter);
     free(m);
 }

@@ -329,7 +329,7 @@ static void test_unknown_key_gateway(void **state)
     ccgw_gateway_config_t *cfg = load(GW_HEAD "  sites: x\n"); /* 4 */
     assert_ndiags(cfg, 1);
     assert_diag(cfg, "t.yaml:4:3: unknown key 'sites' in gateway (known: site, id, log_level, plugin_dirs, "
-                     "data_dir, queue_size, backpressure_ms, supervision); did you mean 'site'?");
+                     "data_dir, queue_size, backpressure_ms, supervision, spool); did you mean 'site'?");
     ccgw_gateway_config_free(cfg);
 }
 
