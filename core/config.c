@@ -54,6 +54,9 @@ const ccgw_option_t ccgw_supervision_options[] = {
      .doc = "An instance whose loop has not turned for this long is reported hung (default 30000)."},
     {.key = "start_timeout_ms", .type = CCGW_OPT_INT, .flags = CCGW_OPT_F_RANGE, .min = 100, .max = 3600000,
      .doc = "An instance still in create()/start() after this long is reported hung (default 15000)."},
+    CCGW_OPTION_END,
+};
+
 static const ccgw_option_t gateway_spool_options[] = {
     {.key = "enabled", .type = CCGW_OPT_BOOL, .def = "true",
      .doc = "Keep events and alarms in <data_dir>/spool until the broker acknowledges them (PUBACK); "
