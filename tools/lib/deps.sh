@@ -15,6 +15,8 @@ CCGW_PKGS_TEST=(libcmocka-dev clang openssl libclang-rt-14-dev mbpoll socat pyth
                 python3-serial procps valgrind nut-server nut-client
                 snmpd snmp)
 CCGW_PKGS_DEMO=(nut-server nut-client snmpd snmp curl mbpoll)
+# tools/bench/run (f): npm, only to install Node-RED and its Node 22 into build-bench/nodered
+CCGW_PKGS_BENCH=(npm)
 
 ccgw_install_deps() {
     local want=() missing=() p
@@ -24,6 +26,7 @@ ccgw_install_deps() {
             run) want+=("${CCGW_PKGS_RUN[@]}") ;;
             test) want+=("${CCGW_PKGS_TEST[@]}") ;;
             demo) want+=("${CCGW_PKGS_DEMO[@]}") ;;
+            bench) want+=("${CCGW_PKGS_BENCH[@]}") ;;
             *) echo "deps.sh: unknown group '$group'" >&2; return 2 ;;
         esac
     done
