@@ -6,9 +6,16 @@
  * "seq" (per device) and "values":{"t_ns":...} like loadgen, so the same
  * ccgw-bench-sub measures both.
  *
+ * --format reading sends what a device would send instead (the input of the
+ * Node-RED peer, tools/bench/nodered/flows.json): no envelope and no seq, the
+ * values of a loadgen event only, {"t_ns":..,"v1":..,"v2":..,"v3":..,"v4":..,
+ * "pad":".."}, on <topic-prefix>/<device> with devices named raw-1..raw-N
+ * (--device-prefix changes "raw-").
+ *
  *   ccgw-bench-pub --port P [--host H] [--qos 0|1] [--rate R] [--duration S]
  *                  [--payload-bytes B] [--devices N] [--window W]
  *                  [--topic-prefix bench/raw] [--clock monotonic|realtime]
+ *                  [--format envelope|reading] [--device-prefix raw-]
  *
  * Prints one JSON object on stdout: {"sent":..,"acked":..,"seconds":..,"rate":..}.
  * The loop is single-threaded (no libmosquitto thread): a publish writes at
@@ -60,22 +67,24 @@ static void usage(void)
 {
     fprintf(stderr, "usage: ccgw-bench-pub --port P [--host H] [--qos 0|1] [--rate R (0 = max)] "
                     "[--duration S] [--payload-bytes B] [--devices N] [--window W] "
-                    "[--topic-prefix T] [--clock monotonic|realtime]\n");
+                    "[--topic-prefix T] [--clock monotonic|realtime] [--format envelope|reading] [--device-prefix P]\n");
     exit(2);
 }
 
 int main(int argc, char **argv)
 {
-    const char *host = "127.0.0.1", *prefix = "bench/raw";
+    const char *host = "127.0.0.1", *prefix = "bench/raw", *dev_prefix = "raw-";
     int port = 0, qos = 0;
     double rate = 0, duration = 5;
     long payload_bytes = 0, devices = 100, window = 1000;
     clockid_t clk = CLOCK_MONOTONIC;
+    bool reading = false;
     static const struct option opts[] = {
         {"host", 1, NULL, 'h'},          {"port", 1, NULL, 'p'},    {"qos", 1, NULL, 'q'},
         {"rate", 1, NULL, 'r'},          {"duration", 1, NULL, 'd'}, {"payload-bytes", 1, NULL, 'b'},
         {"devices", 1, NULL, 'n'},       {"window", 1, NULL, 'w'},  {"topic-prefix", 1, NULL, 't'},
-        {"clock", 1, NULL, 'c'},         {NULL, 0, NULL, 0}};
+        {"clock", 1, NULL, 'c'},         {"format", 1, NULL, 'f'},  {"device-prefix", 1, NULL, 'D'},
+        {NULL, 0, NULL, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
@@ -89,6 +98,13 @@ int main(int argc, char **argv)
         case 'w': window = atol(optarg); break;
         case 't': prefix = optarg; break;
         case 'c': clk = strcmp(optarg, "realtime") == 0 ? CLOCK_REALTIME : CLOCK_MONOTONIC; break;
+        case 'f':
+            if (strcmp(optarg, "reading") == 0)
+                reading = true;
+            else if (strcmp(optarg, "envelope") != 0)
+                usage();
+            break;
+        case 'D': dev_prefix = optarg; break;
         default: usage();
         }
     }
@@ -160,16 +176,31 @@ int main(int argc, char **argv)
                     break;
                 }
             seq[dev]++;
-            snprintf(topic, sizeof topic, "%s/raw-%ld/telemetry", prefix, dev + 1);
-            int n = snprintf(buf, cap,
+            int n;
+            if (reading) {
+                /* a device's reading: loadgen's event data, no envelope */
+                snprintf(topic, sizeof topic, "%s/%s%ld", prefix, dev_prefix, dev + 1);
+                double v = 20.0 + (double)(seq[dev] % 1000) * 0.01;
+                n = snprintf(buf, cap,
+                             "{\"t_ns\":%" PRIu64 ",\"v1\":%.2f,\"v2\":%.2f,\"v3\":%.2f,"
+                             "\"v4\":%.2f,\"pad\":\"",
+                             bench_now_ns(clk), v, v + 0.01, v + 0.02, v + 0.03);
+                long padn = payload_bytes - n - 2; /* "} */
+                if (padn < 0)
+                    padn = 0;
+                n += snprintf(buf + n, cap - (size_t)n, "%.*s\"}", (int)padn, pad);
+            } else {
+                snprintf(topic, sizeof topic, "%s/raw-%ld/telemetry", prefix, dev + 1);
+                n = snprintf(buf, cap,
                              "{\"ts\":\"2026-11-23T09:47:05.123Z\",\"site\":\"hq\",\"class\":\"env\","
                              "\"device\":\"raw-%ld\",\"instance\":\"raw\",\"boot\":\"0000000000000000\","
                              "\"seq\":%" PRIu64 ",\"values\":{\"t_ns\":%" PRIu64 ",\"pad\":\"",
                              dev + 1, seq[dev], bench_now_ns(clk));
-            long padn = payload_bytes - n - 14; /* "},"units":{}} */
-            if (padn < 0)
-                padn = 0;
-            n += snprintf(buf + n, cap - (size_t)n, "%.*s\"},\"units\":{}}", (int)padn, pad);
+                long padn = payload_bytes - n - 14; /* "},"units":{}} */
+                if (padn < 0)
+                    padn = 0;
+                n += snprintf(buf + n, cap - (size_t)n, "%.*s\"},\"units\":{}}", (int)padn, pad);
+            }
             int rc = mosquitto_publish_v5(m, NULL, topic, n, buf, qos, false, NULL);
             if (rc != MOSQ_ERR_SUCCESS) {
                 fprintf(stderr, "ccgw-bench-pub: publish: %s\n", mosquitto_strerror(rc));

@@ -12,11 +12,13 @@
  *    "online":true (start-up of many devices);
  *  - optionally samples the broker's $SYS/broker/publish/messages/received
  *    counter (what reached the broker, whoever sent it).
- * It stops after --count messages, --idle-ms without messages (once one
+ * It stops after --count messages (or the count written into --count-file
+ * once the sender knows it: the file is read when it appears), --idle-ms
+ * without messages (once one
  * arrived), --distinct-online N devices online, or --timeout-s, and prints
  * one JSON object on stdout.
  *
- *   ccgw-bench-sub --port P --topic F [--topic F2 ...] [--qos 0|1] [--count N]
+ *   ccgw-bench-sub --port P --topic F [--topic F2 ...] [--qos 0|1] [--count N] [--count-file PATH]
  *                  [--idle-ms MS] [--timeout-s S] [--distinct-online N]
  *                  [--sys] [--clock monotonic|realtime] [--ready-file PATH]
  */
@@ -196,14 +198,14 @@ static double pct(const uint64_t *v, size_t n, double q)
 static void usage(void)
 {
     fprintf(stderr, "usage: ccgw-bench-sub --port P --topic FILTER [--topic ...] [--qos 0|1] "
-                    "[--count N] [--idle-ms MS] [--timeout-s S] [--distinct-online N] [--sys] "
+                    "[--count N] [--count-file PATH] [--idle-ms MS] [--timeout-s S] [--distinct-online N] [--sys] "
                     "[--clock monotonic|realtime] [--ready-file PATH] [--max-samples N]\n");
     exit(2);
 }
 
 int main(int argc, char **argv)
 {
-    const char *host = "127.0.0.1", *ready_file = NULL;
+    const char *host = "127.0.0.1", *ready_file = NULL, *count_file = NULL;
     const char *topics[16];
     int n_topics = 0, port = 0, qos = 1;
     uint64_t count = 0, idle_ms = 2000;
@@ -214,7 +216,7 @@ int main(int argc, char **argv)
         {"qos", 1, NULL, 'q'},       {"count", 1, NULL, 'n'},       {"idle-ms", 1, NULL, 'i'},
         {"timeout-s", 1, NULL, 'T'}, {"distinct-online", 1, NULL, 'o'}, {"sys", 0, NULL, 's'},
         {"clock", 1, NULL, 'c'},     {"ready-file", 1, NULL, 'r'},  {"max-samples", 1, NULL, 'm'},
-        {NULL, 0, NULL, 0}};
+        {"count-file", 1, NULL, 'C'}, {NULL, 0, NULL, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
@@ -227,6 +229,7 @@ int main(int argc, char **argv)
             break;
         case 'q': qos = atoi(optarg); break;
         case 'n': count = strtoull(optarg, NULL, 10); break;
+        case 'C': count_file = optarg; break;
         case 'i': idle_ms = strtoull(optarg, NULL, 10); break;
         case 'T': timeout_s = atof(optarg); break;
         case 'o': s.want_online = strtoull(optarg, NULL, 10); break;
@@ -282,6 +285,7 @@ int main(int argc, char **argv)
     }
     t_start = bench_now_ns(CLOCK_MONOTONIC);
     const char *why = "timeout";
+    uint64_t count_checked = 0;
     for (;;) {
         int rc = mosquitto_loop(m, 20, 1);
         if (rc != MOSQ_ERR_SUCCESS) {
@@ -289,6 +293,16 @@ int main(int argc, char **argv)
             break;
         }
         uint64_t now = bench_now_ns(CLOCK_MONOTONIC);
+        if (count_file && !count && now - count_checked > 100000000ull) { /* 10/s at most */
+            count_checked = now;
+            FILE *f = fopen(count_file, "r");
+            unsigned long long c = 0;
+            if (f) {
+                if (fscanf(f, "%llu", &c) == 1 && c > 0)
+                    count = c;
+                fclose(f);
+            }
+        }
         if (count && s.received >= count) {
             why = "count";
             break;

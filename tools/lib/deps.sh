@@ -18,6 +18,8 @@ CCGW_PKGS_TEST=(libcmocka-dev clang openssl libclang-rt-14-dev mbpoll socat pyth
                 snmpd snmp python3-websockets
                 chromium nodejs)
 CCGW_PKGS_DEMO=(nut-server nut-client snmpd snmp curl mbpoll)
+# tools/bench/run (f): npm, only to install Node-RED and its Node 22 into build-bench/nodered
+CCGW_PKGS_BENCH=(npm)
 
 ccgw_install_deps() {
     local want=() missing=() p
@@ -28,6 +30,7 @@ ccgw_install_deps() {
             test) want+=("${CCGW_PKGS_TEST[@]}") ;;
             demo) want+=("${CCGW_PKGS_DEMO[@]}") ;;
             npm) want+=(npm) ;; # only when the machine has no npm (Debian's nodejs)
+            bench) want+=("${CCGW_PKGS_BENCH[@]}") ;;
             *) echo "deps.sh: unknown group '$group'" >&2; return 2 ;;
         esac
     done
