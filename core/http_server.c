@@ -24,6 +24,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -1634,14 +1638,35 @@ int ccgw_http_server_start(ccgw_http_server_t *s)
     vi.vhost_name = "ccgw";
     vi.port = s->cfg->port;
     const char *addr = s->cfg->address ? s->cfg->address : "127.0.0.1";
-    vi.iface = addr;
+    /* libwebsockets takes an interface name or a numeric address: resolve a host name here */
+    char numeric[INET6_ADDRSTRLEN] = "";
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *ai = NULL;
+    int gai = getaddrinfo(addr, NULL, &hints, &ai);
+    if (gai != 0 || !ai) {
+        CLOG_ERROR(TAG, "http.address %s: %s", addr, gai ? gai_strerror(gai) : "no address");
+        lws_context_destroy(s->ctx);
+        s->ctx = NULL;
+        return CCGW_EINVAL;
+    }
+    if (ai->ai_family == AF_INET)
+        inet_ntop(AF_INET, &((struct sockaddr_in *)(void *)ai->ai_addr)->sin_addr, numeric, sizeof numeric);
+    else if (ai->ai_family == AF_INET6)
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)(void *)ai->ai_addr)->sin6_addr, numeric, sizeof numeric);
+    freeaddrinfo(ai);
+    if (!numeric[0]) {
+        CLOG_ERROR(TAG, "http.address %s: not an IPv4 or IPv6 address", addr);
+        lws_context_destroy(s->ctx);
+        s->ctx = NULL;
+        return CCGW_EINVAL;
+    }
+    vi.iface = numeric;
     vi.protocols = s->protocols;
     /* idle WebSocket connections: PING after 30 s without a sign of life, hang up at 75 s */
     static const lws_retry_bo_t idle = {.secs_since_valid_ping = IDLE_PING_S, .secs_since_valid_hangup = IDLE_HANGUP_S};
     vi.retry_and_idle_policy = &idle;
     vi.keepalive_timeout = 30;
     vi.timeout_secs = 30;
-    if (!strchr(addr, ':'))
+    if (!strchr(numeric, ':'))
         vi.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
     if (tls) {
         vi.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
@@ -1658,6 +1683,13 @@ int ccgw_http_server_start(ccgw_http_server_t *s)
         return CCGW_EIO;
     }
     s->port = lws_get_vhost_listen_port(s->vh);
+    if (s->port <= 0) {
+        CLOG_ERROR(TAG, "cannot listen on %s:%d", addr, s->cfg->port);
+        lws_context_destroy(s->ctx);
+        s->ctx = NULL;
+        s->vh = NULL;
+        return CCGW_EIO;
+    }
     atomic_store(&s->started, true);
     if (pthread_create(&s->thread, NULL, service_main, s) != 0) {
         CLOG_ERROR(TAG, "cannot start the http service thread");
