@@ -857,11 +857,11 @@ static void op_ack_alarm(client_t *c, ccgw_ws_req_t *r)
 
 /* ---- authentication ---- */
 
-static void auth_refused(client_t *c, const char *why)
+static void auth_refused(client_t *c, bool has_id, int64_t id, const char *why)
 {
     atomic_fetch_add(&c->s->st_refused, 1);
     CLOG_WARN(TAG, "ws client %llu (%s): unauthorized: %s", (unsigned long long)c->id, c->remote, why);
-    send_error(c, false, 0, "unauthorized", why);
+    send_error(c, has_id, id, "unauthorized", why);
     /* the error goes out first, then the close */
     c->close_code = LWS_CLOSE_STATUS_POLICY_VIOLATION;
     c->close_reason = "unauthorized";
@@ -874,7 +874,7 @@ static void op_auth(client_t *c, ccgw_ws_req_t *r)
     char why[128] = "";
     ccgw_principal_t *p = ccgw_auth_check(c->s->auth, r->token, why, sizeof why);
     if (!p) {
-        auth_refused(c, why[0] ? why : "unknown token");
+        auth_refused(c, r->has_id, r->id, why[0] ? why : "unknown token");
         return;
     }
     ccgw_principal_free(c->who);
@@ -1327,7 +1327,7 @@ static void ws_established(struct ccgw_http_server *s, struct lws *wsi, pss_t *p
     if (tok || had_header) {
         c->who = tok ? ccgw_auth_check(s->auth, tok, why, sizeof why) : NULL;
         if (!c->who) {
-            auth_refused(c, tok ? (why[0] ? why : "unknown token") : "Authorization is not a Bearer token");
+            auth_refused(c, false, 0, tok ? (why[0] ? why : "unknown token") : "Authorization is not a Bearer token");
             return;
         }
     } else {

@@ -129,7 +129,7 @@ async def test_errors_and_auth(rig):
         assert code == 1008 and reason == "unauthorized", (code, reason)
     c = await Client.connect(rig)
     await c.send({"op": "auth", "id": 5, "token": "wrong"})
-    assert (await c.wait_op("error", None))["code"] == "unauthorized"
+    assert (await c.wait_op("error", 5))["code"] == "unauthorized"
     assert (await c.wait_closed())[0] == 1008
     # token filters: ups-only sees nothing of hvac/env
     c = await Client.connect(rig, token="ups-token-4")
