@@ -357,6 +357,13 @@ static void q_unlink(client_t *c, qnode_t *n)
     }
 }
 
+static void q_drop(client_t *c, qnode_t *n)
+{
+    q_unlink(c, n);
+    wmsg_unref(n->m);
+    free(n);
+}
+
 static void q_clear(client_t *c)
 {
     qnode_t *n = c->qhead;
@@ -429,14 +436,68 @@ static bool drop_oldest_telemetry(client_t *c)
 {
     for (qnode_t *n = c->qhead; n; n = n->next) {
         if (n->m->kind == CCGW_KIND_TELEMETRY && !n->snap) {
-            q_unlink(c, n);
-            wmsg_unref(n->m);
-            free(n);
+            q_drop(c, n);
             atomic_fetch_add(&c->s->st_dropped_tele, 1);
             return true;
         }
     }
     return false;
+}
+
+static bool coalescable(int kind)
+{
+    return kind == CCGW_KIND_STATE || kind == CCGW_KIND_INSTANCE || kind == CCGW_KIND_GATEWAY;
+}
+
+/* Remove the queued live message of m's topic (counted as coalesced). */
+static bool remove_same_topic(client_t *c, const wmsg_t *m)
+{
+    for (qnode_t *n = c->qtail; n; n = n->prev) {
+        if (!n->snap && n->m->kind == m->kind && n->m->topic && strcmp(n->m->topic, m->topic) == 0) {
+            q_drop(c, n);
+            atomic_fetch_add(&c->s->st_coalesced, 1);
+            return true;
+        }
+    }
+    return false;
+}
+
+static uint64_t fnv1a(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+/* One pass from the newest: keep the latest live message of each state
+ * topic, drop the older ones (counted). O(queue) with a temporary set; only
+ * runs at the limit. */
+static void compact_states(client_t *c)
+{
+    size_t cap = 16;
+    while (cap < 2 * c->qn)
+        cap <<= 1;
+    const char **set = calloc(cap, sizeof *set);
+    if (!set)
+        return;
+    for (qnode_t *n = c->qtail; n;) {
+        qnode_t *prev = n->prev;
+        if (!n->snap && coalescable(n->m->kind) && n->m->topic) {
+            size_t i = (size_t)fnv1a(n->m->topic) & (cap - 1);
+            bool dup = false;
+            while (set[i] && !(dup = strcmp(set[i], n->m->topic) == 0))
+                i = (i + 1) & (cap - 1);
+            if (dup) {
+                q_drop(c, n);
+                atomic_fetch_add(&c->s->st_coalesced, 1);
+            } else {
+                set[i] = n->m->topic;
+            }
+        }
+        n = prev;
+    }
+    free(set);
 }
 
 /* The contract's policy at the limit. Control messages may use twice the
@@ -461,20 +522,13 @@ static void enqueue(client_t *c, wmsg_t *m, bool snap)
         q_append(c, m, false);
         return;
     }
-    bool retained_state = m->kind == CCGW_KIND_STATE || m->kind == CCGW_KIND_INSTANCE || m->kind == CCGW_KIND_GATEWAY;
-    if (retained_state) {
-        /* coalesce: the latest per topic replaces the queued one in place */
-        for (qnode_t *n = c->qtail; n; n = n->prev) {
-            if (n->m->kind == m->kind && !n->snap && n->m->topic && strcmp(n->m->topic, m->topic) == 0) {
-                c->qbytes = c->qbytes - n->m->len + m->len;
-                wmsg_unref(n->m);
-                m->refs++;
-                n->m = m;
-                atomic_fetch_add(&c->s->st_coalesced, 1);
-                return;
-            }
-        }
-    }
+    /* state: the latest per topic; the queued one goes, the new one takes the tail (its order
+     * with the other topics is kept) */
+    if (coalescable(m->kind))
+        remove_same_topic(c, m);
+    /* anything but telemetry: first the lossless room, older duplicates of other state topics */
+    if (q_over(c, m->len) && m->kind != CCGW_KIND_TELEMETRY)
+        compact_states(c);
     while (q_over(c, m->len))
         if (!drop_oldest_telemetry(c))
             break;
