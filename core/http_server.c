@@ -428,6 +428,8 @@ static bool q_append(client_t *c, wmsg_t *m, bool snap)
 static bool q_over(const client_t *c, size_t add)
 {
     size_t n = c->qn - c->qn_snap, b = c->qbytes - c->qbytes_snap;
+    if (n == 0)
+        return false; /* one message always fits, even one larger than client_queue_bytes */
     return n + 1 > (size_t)c->s->cfg->client_queue || b + add > (size_t)c->s->cfg->client_queue_bytes;
 }
 
