@@ -1525,9 +1525,9 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         client_t *c = pss ? pss->c : NULL;
         if (!c)
             return 0;
-        if (c->closing && (!c->qhead || c->close_code == LWS_CLOSE_STATUS_GOINGAWAY || c->close_code == 0)) {
-            lws_close_reason(wsi, (enum lws_close_status)c->close_code, (unsigned char *)c->close_reason,
-                             strlen(c->close_reason));
+        if (c->closing && !c->qhead) { /* what was queued before the close (an error) went out first */
+            const char *why = c->close_reason ? c->close_reason : "";
+            lws_close_reason(wsi, (enum lws_close_status)c->close_code, (unsigned char *)why, strlen(why));
             return -1;
         }
         if (write_some(c) != 0)
