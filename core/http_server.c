@@ -1293,7 +1293,9 @@ static int http_request(struct ccgw_http_server *s, struct lws *wsi, pss_t *pss,
         http_error(h, 404, "not_found", "no such path");
         return 0;
     }
-    h->responded = true; /* lws writes the file */
+    /* lws writes the file (HEAD included): the request state is not needed any more */
+    http_req_free(s, h);
+    pss->h = NULL;
     int n = lws_serve_http_file(wsi, file, mime_for(file), NULL, 0);
     if (n < 0 || (n > 0 && lws_http_transaction_completed(wsi)))
         return -1;

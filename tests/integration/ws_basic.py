@@ -222,6 +222,17 @@ async def test_static_files(rig):
         assert b"secret" not in b
     st, h, b = rig.http("/ws")
     assert st == 400, st
+    st, h, b = rig.http("/", method="HEAD")
+    assert st == 200 and b == b"" and h["content-type"].startswith("text/html"), (st, h)
+    # files and errors one after the other on one keep-alive connection
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", rig.http_port, timeout=10)
+    for path, want in (("/", 200), ("/js/app.js", 200), ("/nope", 404), ("/", 200)):
+        conn.request("GET", path)
+        r = conn.getresponse()
+        r.read()
+        assert r.status == want, (path, r.status)
+    conn.close()
 
 
 async def test_http_api(rig):
