@@ -190,6 +190,22 @@ async def test_commands_and_alarm_ack(rig):
     r = await c.wait_op("reply", 9, timeout=15)
     assert r["payload"]["ok"] is False, r
     await c.close()
+    # the connection is gone before the reply arrives (WebSocket and HTTP): the reply is dropped by id
+    g = await Client.connect(rig, header_token=OPER)
+    await g.send({"op": "cmd", "id": 1, "topic": T_AC + "/cmd/hvac.set_setpoint", "args": {"value": 20}})
+    g.ws.transport.abort()
+    import socket
+    body = json.dumps({"topic": T_AC + "/cmd/hvac.set_setpoint", "args": {"value": 20}}).encode()
+    raw = socket.create_connection(("127.0.0.1", rig.http_port))
+    raw.sendall(b"POST /api/v1/commands HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + OPER.encode() +
+                b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    raw.close()
+    await asyncio.sleep(1.0)
+    # the server goes on
+    c = await Client.connect(rig, header_token=OPER)
+    await c.send({"op": "cmd", "id": 10, "topic": T_AC + "/cmd/hvac.set_setpoint", "args": {"value": 21}})
+    assert (await c.wait_op("reply", 10, timeout=15))["payload"]["ok"] is True
+    await c.close()
     # the audit trail has the command, the ack and the refusals, channel ws
     audit = rig.path("data/audit.jsonl")
     with open(audit) as f:
