@@ -110,7 +110,7 @@ STATES = """\
     options:
       devices: 20
       class: env
-      rate: 5000
+      rate: 50000
       kind: {state: 1}
       start_delay_ms: 300
 """
@@ -125,12 +125,12 @@ async def test_snapshot_never_older_than_live(rig):
     await c.send({"op": "sub", "id": 999, "filter": "ccgw/v1/hq/nothing/#"})
     await c.wait_op("ack", 999)
     await asyncio.sleep(1.0)
-    for i in range(1, 31):
+    for i in range(1, 61):
         mark = c.mark()
         await c.send({"op": "sub", "id": i, "filter": flt})
         ack = await c.wait_op("ack", i, start=mark)
         assert ack["snapshot"] == 20, ack
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.03)
         await c.send({"op": "unsub", "id": 100 + i, "filter": flt})
         await c.wait_op("ack", 100 + i, start=mark)
     await asyncio.sleep(0.3)
