@@ -24,6 +24,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -353,6 +357,13 @@ static void q_unlink(client_t *c, qnode_t *n)
     }
 }
 
+static void q_drop(client_t *c, qnode_t *n)
+{
+    q_unlink(c, n);
+    wmsg_unref(n->m);
+    free(n);
+}
+
 static void q_clear(client_t *c)
 {
     qnode_t *n = c->qhead;
@@ -417,6 +428,8 @@ static bool q_append(client_t *c, wmsg_t *m, bool snap)
 static bool q_over(const client_t *c, size_t add)
 {
     size_t n = c->qn - c->qn_snap, b = c->qbytes - c->qbytes_snap;
+    if (n == 0)
+        return false; /* one message always fits, even one larger than client_queue_bytes */
     return n + 1 > (size_t)c->s->cfg->client_queue || b + add > (size_t)c->s->cfg->client_queue_bytes;
 }
 
@@ -425,14 +438,68 @@ static bool drop_oldest_telemetry(client_t *c)
 {
     for (qnode_t *n = c->qhead; n; n = n->next) {
         if (n->m->kind == CCGW_KIND_TELEMETRY && !n->snap) {
-            q_unlink(c, n);
-            wmsg_unref(n->m);
-            free(n);
+            q_drop(c, n);
             atomic_fetch_add(&c->s->st_dropped_tele, 1);
             return true;
         }
     }
     return false;
+}
+
+static bool coalescable(int kind)
+{
+    return kind == CCGW_KIND_STATE || kind == CCGW_KIND_INSTANCE || kind == CCGW_KIND_GATEWAY;
+}
+
+/* Remove the queued live message of m's topic (counted as coalesced). */
+static bool remove_same_topic(client_t *c, const wmsg_t *m)
+{
+    for (qnode_t *n = c->qtail; n; n = n->prev) {
+        if (!n->snap && n->m->kind == m->kind && n->m->topic && strcmp(n->m->topic, m->topic) == 0) {
+            q_drop(c, n);
+            atomic_fetch_add(&c->s->st_coalesced, 1);
+            return true;
+        }
+    }
+    return false;
+}
+
+static uint64_t fnv1a(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+/* One pass from the newest: keep the latest live message of each state
+ * topic, drop the older ones (counted). O(queue) with a temporary set; only
+ * runs at the limit. */
+static void compact_states(client_t *c)
+{
+    size_t cap = 16;
+    while (cap < 2 * c->qn)
+        cap <<= 1;
+    const char **set = calloc(cap, sizeof *set);
+    if (!set)
+        return;
+    for (qnode_t *n = c->qtail; n;) {
+        qnode_t *prev = n->prev;
+        if (!n->snap && coalescable(n->m->kind) && n->m->topic) {
+            size_t i = (size_t)fnv1a(n->m->topic) & (cap - 1);
+            bool dup = false;
+            while (set[i] && !(dup = strcmp(set[i], n->m->topic) == 0))
+                i = (i + 1) & (cap - 1);
+            if (dup) {
+                q_drop(c, n);
+                atomic_fetch_add(&c->s->st_coalesced, 1);
+            } else {
+                set[i] = n->m->topic;
+            }
+        }
+        n = prev;
+    }
+    free(set);
 }
 
 /* The contract's policy at the limit. Control messages may use twice the
@@ -457,20 +524,13 @@ static void enqueue(client_t *c, wmsg_t *m, bool snap)
         q_append(c, m, false);
         return;
     }
-    bool retained_state = m->kind == CCGW_KIND_STATE || m->kind == CCGW_KIND_INSTANCE || m->kind == CCGW_KIND_GATEWAY;
-    if (retained_state) {
-        /* coalesce: the latest per topic replaces the queued one in place */
-        for (qnode_t *n = c->qtail; n; n = n->prev) {
-            if (n->m->kind == m->kind && !n->snap && n->m->topic && strcmp(n->m->topic, m->topic) == 0) {
-                c->qbytes = c->qbytes - n->m->len + m->len;
-                wmsg_unref(n->m);
-                m->refs++;
-                n->m = m;
-                atomic_fetch_add(&c->s->st_coalesced, 1);
-                return;
-            }
-        }
-    }
+    /* state: the latest per topic; the queued one goes, the new one takes the tail (its order
+     * with the other topics is kept) */
+    if (coalescable(m->kind))
+        remove_same_topic(c, m);
+    /* anything but telemetry: first the lossless room, older duplicates of other state topics */
+    if (q_over(c, m->len) && m->kind != CCGW_KIND_TELEMETRY)
+        compact_states(c);
     while (q_over(c, m->len))
         if (!drop_oldest_telemetry(c))
             break;
@@ -853,11 +913,11 @@ static void op_ack_alarm(client_t *c, ccgw_ws_req_t *r)
 
 /* ---- authentication ---- */
 
-static void auth_refused(client_t *c, const char *why)
+static void auth_refused(client_t *c, bool has_id, int64_t id, const char *why)
 {
     atomic_fetch_add(&c->s->st_refused, 1);
     CLOG_WARN(TAG, "ws client %llu (%s): unauthorized: %s", (unsigned long long)c->id, c->remote, why);
-    send_error(c, false, 0, "unauthorized", why);
+    send_error(c, has_id, id, "unauthorized", why);
     /* the error goes out first, then the close */
     c->close_code = LWS_CLOSE_STATUS_POLICY_VIOLATION;
     c->close_reason = "unauthorized";
@@ -870,7 +930,7 @@ static void op_auth(client_t *c, ccgw_ws_req_t *r)
     char why[128] = "";
     ccgw_principal_t *p = ccgw_auth_check(c->s->auth, r->token, why, sizeof why);
     if (!p) {
-        auth_refused(c, why[0] ? why : "unknown token");
+        auth_refused(c, r->has_id, r->id, why[0] ? why : "unknown token");
         return;
     }
     ccgw_principal_free(c->who);
@@ -1233,7 +1293,9 @@ static int http_request(struct ccgw_http_server *s, struct lws *wsi, pss_t *pss,
         http_error(h, 404, "not_found", "no such path");
         return 0;
     }
-    h->responded = true; /* lws writes the file */
+    /* lws writes the file (HEAD included): the request state is not needed any more */
+    http_req_free(s, h);
+    pss->h = NULL;
     int n = lws_serve_http_file(wsi, file, mime_for(file), NULL, 0);
     if (n < 0 || (n > 0 && lws_http_transaction_completed(wsi)))
         return -1;
@@ -1323,7 +1385,7 @@ static void ws_established(struct ccgw_http_server *s, struct lws *wsi, pss_t *p
     if (tok || had_header) {
         c->who = tok ? ccgw_auth_check(s->auth, tok, why, sizeof why) : NULL;
         if (!c->who) {
-            auth_refused(c, tok ? (why[0] ? why : "unknown token") : "Authorization is not a Bearer token");
+            auth_refused(c, false, 0, tok ? (why[0] ? why : "unknown token") : "Authorization is not a Bearer token");
             return;
         }
     } else {
@@ -1465,9 +1527,9 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         client_t *c = pss ? pss->c : NULL;
         if (!c)
             return 0;
-        if (c->closing && (!c->qhead || c->close_code == LWS_CLOSE_STATUS_GOINGAWAY || c->close_code == 0)) {
-            lws_close_reason(wsi, (enum lws_close_status)c->close_code, (unsigned char *)c->close_reason,
-                             strlen(c->close_reason));
+        if (c->closing && !c->qhead) { /* what was queued before the close (an error) went out first */
+            const char *why = c->close_reason ? c->close_reason : "";
+            lws_close_reason(wsi, (enum lws_close_status)c->close_code, (unsigned char *)why, strlen(why));
             return -1;
         }
         if (write_some(c) != 0)
@@ -1634,14 +1696,35 @@ int ccgw_http_server_start(ccgw_http_server_t *s)
     vi.vhost_name = "ccgw";
     vi.port = s->cfg->port;
     const char *addr = s->cfg->address ? s->cfg->address : "127.0.0.1";
-    vi.iface = addr;
+    /* libwebsockets takes an interface name or a numeric address: resolve a host name here */
+    char numeric[INET6_ADDRSTRLEN] = "";
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *ai = NULL;
+    int gai = getaddrinfo(addr, NULL, &hints, &ai);
+    if (gai != 0 || !ai) {
+        CLOG_ERROR(TAG, "http.address %s: %s", addr, gai ? gai_strerror(gai) : "no address");
+        lws_context_destroy(s->ctx);
+        s->ctx = NULL;
+        return CCGW_EINVAL;
+    }
+    if (ai->ai_family == AF_INET)
+        inet_ntop(AF_INET, &((struct sockaddr_in *)(void *)ai->ai_addr)->sin_addr, numeric, sizeof numeric);
+    else if (ai->ai_family == AF_INET6)
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)(void *)ai->ai_addr)->sin6_addr, numeric, sizeof numeric);
+    freeaddrinfo(ai);
+    if (!numeric[0]) {
+        CLOG_ERROR(TAG, "http.address %s: not an IPv4 or IPv6 address", addr);
+        lws_context_destroy(s->ctx);
+        s->ctx = NULL;
+        return CCGW_EINVAL;
+    }
+    vi.iface = numeric;
     vi.protocols = s->protocols;
     /* idle WebSocket connections: PING after 30 s without a sign of life, hang up at 75 s */
     static const lws_retry_bo_t idle = {.secs_since_valid_ping = IDLE_PING_S, .secs_since_valid_hangup = IDLE_HANGUP_S};
     vi.retry_and_idle_policy = &idle;
     vi.keepalive_timeout = 30;
     vi.timeout_secs = 30;
-    if (!strchr(addr, ':'))
+    if (!strchr(numeric, ':'))
         vi.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
     if (tls) {
         vi.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
@@ -1658,6 +1741,13 @@ int ccgw_http_server_start(ccgw_http_server_t *s)
         return CCGW_EIO;
     }
     s->port = lws_get_vhost_listen_port(s->vh);
+    if (s->port <= 0) {
+        CLOG_ERROR(TAG, "cannot listen on %s:%d", addr, s->cfg->port);
+        lws_context_destroy(s->ctx);
+        s->ctx = NULL;
+        s->vh = NULL;
+        return CCGW_EIO;
+    }
     atomic_store(&s->started, true);
     if (pthread_create(&s->thread, NULL, service_main, s) != 0) {
         CLOG_ERROR(TAG, "cannot start the http service thread");

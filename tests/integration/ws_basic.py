@@ -129,7 +129,7 @@ async def test_errors_and_auth(rig):
         assert code == 1008 and reason == "unauthorized", (code, reason)
     c = await Client.connect(rig)
     await c.send({"op": "auth", "id": 5, "token": "wrong"})
-    assert (await c.wait_op("error", None))["code"] == "unauthorized"
+    assert (await c.wait_op("error", 5))["code"] == "unauthorized"
     assert (await c.wait_closed())[0] == 1008
     # token filters: ups-only sees nothing of hvac/env
     c = await Client.connect(rig, token="ups-token-4")
@@ -190,6 +190,22 @@ async def test_commands_and_alarm_ack(rig):
     r = await c.wait_op("reply", 9, timeout=15)
     assert r["payload"]["ok"] is False, r
     await c.close()
+    # the connection is gone before the reply arrives (WebSocket and HTTP): the reply is dropped by id
+    g = await Client.connect(rig, header_token=OPER)
+    await g.send({"op": "cmd", "id": 1, "topic": T_AC + "/cmd/hvac.set_setpoint", "args": {"value": 20}})
+    g.ws.transport.abort()
+    import socket
+    body = json.dumps({"topic": T_AC + "/cmd/hvac.set_setpoint", "args": {"value": 20}}).encode()
+    raw = socket.create_connection(("127.0.0.1", rig.http_port))
+    raw.sendall(b"POST /api/v1/commands HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + OPER.encode() +
+                b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    raw.close()
+    await asyncio.sleep(1.0)
+    # the server goes on
+    c = await Client.connect(rig, header_token=OPER)
+    await c.send({"op": "cmd", "id": 10, "topic": T_AC + "/cmd/hvac.set_setpoint", "args": {"value": 21}})
+    assert (await c.wait_op("reply", 10, timeout=15))["payload"]["ok"] is True
+    await c.close()
     # the audit trail has the command, the ack and the refusals, channel ws
     audit = rig.path("data/audit.jsonl")
     with open(audit) as f:
@@ -222,6 +238,17 @@ async def test_static_files(rig):
         assert b"secret" not in b
     st, h, b = rig.http("/ws")
     assert st == 400, st
+    st, h, b = rig.http("/", method="HEAD")
+    assert st == 200 and b == b"" and h["content-type"].startswith("text/html"), (st, h)
+    # files and errors one after the other on one keep-alive connection
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", rig.http_port, timeout=10)
+    for path, want in (("/", 200), ("/js/app.js", 200), ("/nope", 404), ("/", 200)):
+        conn.request("GET", path)
+        r = conn.getresponse()
+        r.read()
+        assert r.status == want, (path, r.status)
+    conn.close()
 
 
 async def test_http_api(rig):

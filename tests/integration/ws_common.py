@@ -156,7 +156,8 @@ class Rig:
                 time.sleep(0.05)
         raise AssertionError("mosquitto did not start")
 
-    def start_gw(self, http_extra="", mqtt=False, instances=None, cert=None, key=None, anonymous=None):
+    def start_gw(self, http_extra="", mqtt=False, instances=None, cert=None, key=None, anonymous=None, port=0,
+                 wait=True):
         """mqtt: False (mqtt.enabled false), True (the rig's broker) or a port (nothing listening)."""
         data = self.path("data")
         os.makedirs(data, exist_ok=True)
@@ -165,9 +166,9 @@ class Rig:
         if mqtt is False:
             y += "mqtt:\n  enabled: false\n\n"
         else:
-            port = self.broker_port if mqtt is True else mqtt
-            y += "mqtt:\n  host: 127.0.0.1\n  port: %d\n  reconnect: {min_ms: 100, max_ms: 500}\n\n" % port
-        y += "http:\n  address: 127.0.0.1\n  port: 0\n"
+            mqtt_port = self.broker_port if mqtt is True else mqtt
+            y += "mqtt:\n  host: 127.0.0.1\n  port: %d\n  reconnect: {min_ms: 100, max_ms: 500}\n\n" % mqtt_port
+        y += "http:\n  address: 127.0.0.1\n  port: %d\n" % port
         if cert:
             y += "  cert_file: \"%s\"\n  key_file: \"%s\"\n" % (cert, key)
             self.tls = True
@@ -189,6 +190,8 @@ class Rig:
         with open(cfg, "w") as f:
             f.write(y)
         self.gw, self.gw_log = self.spawn("ccgw", [CCGW_BIN, "--config", cfg])
+        if not wait:
+            return self.gw
         m = self.wait_log(self.gw_log, r"http listening on 127\.0\.0\.1:(\d+)", 20, self.gw)
         self.http_port = int(m.group(1))
         return self.gw

@@ -6,7 +6,8 @@
  - MQTT enabled but the broker down (nothing listens on its port): the
    WebSocket side works the same (snapshot + live); a graceful stop closes
    the clients with 1001;
- - MQTT enabled with a real mosquitto: the same state reaches both sides.
+ - MQTT enabled with a real mosquitto: the same state reaches both sides;
+ - the port taken by another socket: ccgw says so and exits 1.
 """
 import asyncio
 import os
@@ -90,5 +91,19 @@ async def test_mqtt_enabled(rig):
     assert out.returncode == 0 and '"class":"hvac"' in out.stdout, (out.returncode, out.stdout, out.stderr)
 
 
+async def test_port_in_use(rig):
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    port = s.getsockname()[1]
+    gw = rig.start_gw(port=port, instances="", wait=False)
+    rc = await asyncio.get_running_loop().run_in_executor(None, lambda: gw.wait(20))
+    s.close()
+    assert rc == 1, rc
+    assert "cannot listen on 127.0.0.1:%d" % port in rig.log_text()
+    rig.gw = None
+
+
 if __name__ == "__main__":
-    run("ws_modes", [test_tls, test_mqtt_broker_down, test_mqtt_enabled])
+    run("ws_modes", [test_tls, test_mqtt_broker_down, test_mqtt_enabled, test_port_in_use])

@@ -11,7 +11,10 @@
  - snapshot ordering under load (loadgen state updates at 2000/s on 20
    devices): a client subscribing and unsubscribing again and again never
    sees a state older than one it already had (per topic, seq never goes
-   back), and every snapshot has all 20 devices.
+   back), and every snapshot has all 20 devices;
+ - a slow client of state only is not closed: its queued states are
+   coalesced per topic (counted), and once it reads again it gets the
+   latest state of every device.
 """
 import asyncio
 import json
@@ -107,7 +110,7 @@ STATES = """\
     options:
       devices: 20
       class: env
-      rate: 5000
+      rate: 50000
       kind: {state: 1}
       start_delay_ms: 300
 """
@@ -122,12 +125,12 @@ async def test_snapshot_never_older_than_live(rig):
     await c.send({"op": "sub", "id": 999, "filter": "ccgw/v1/hq/nothing/#"})
     await c.wait_op("ack", 999)
     await asyncio.sleep(1.0)
-    for i in range(1, 31):
+    for i in range(1, 61):
         mark = c.mark()
         await c.send({"op": "sub", "id": i, "filter": flt})
         ack = await c.wait_op("ack", i, start=mark)
         assert ack["snapshot"] == 20, ack
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.03)
         await c.send({"op": "unsub", "id": 100 + i, "filter": flt})
         await c.wait_op("ack", 100 + i, start=mark)
     await asyncio.sleep(0.3)
@@ -145,5 +148,63 @@ async def test_snapshot_never_older_than_live(rig):
     await c.close()
 
 
+STATES_BIG = """\
+  - id: load
+    plugin: loadgen
+    options:
+      devices: 5
+      class: env
+      rate: 2000
+      kind: {state: 1}
+      payload_bytes: 2000
+      start_delay_ms: 300
+"""
+
+
+def metrics(rig):
+    st, _, body = rig.http("/metrics", token=TOKENS["admin"][0])
+    assert st == 200, st
+    out = {}
+    for x in body.decode().splitlines():
+        if x.startswith("ccgw_ws_"):
+            k, v = x.rsplit(" ", 1)
+            out[k] = float(v)
+    return out
+
+
+async def test_slow_state_client_coalesced(rig):
+    rig.start_gw(http_extra="  client_queue: 16\n  client_queue_bytes: 65536\n", instances=STATES_BIG)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", rig.http_port))
+    slow = await websockets.connect(rig.url(token=VIEWER), sock=sock, max_queue=1, read_limit=4096,
+                                    max_size=8 << 20)
+    await slow.send(json.dumps({"op": "sub", "id": 1, "filter": "ccgw/v1/hq/env/+/state"}))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30 * SCALE
+    while True:
+        m = await loop.run_in_executor(None, metrics, rig)
+        if m["ccgw_ws_coalesced_state_total"] >= 100:
+            break
+        assert loop.time() < deadline, m
+        await asyncio.sleep(0.5)
+    assert m["ccgw_ws_clients_slow_closed_total"] == 0 and m["ccgw_ws_clients"] == 1, m
+    log("coalesced", m["ccgw_ws_coalesced_state_total"], "states while the client did not read")
+    # reading again: still open, and every device's state keeps coming
+    seen = set()
+    t_end = loop.time() + 20 * SCALE
+    while len(seen) < 5:
+        assert loop.time() < t_end, seen
+        raw = await asyncio.wait_for(slow.recv(), 10 * SCALE)
+        j = json.loads(raw)
+        for x in (j["msgs"] if j.get("op") == "batch" else [j]):
+            if x.get("op") == "msg":
+                seen.add(x["topic"])
+    log("read again: states of", len(seen), "devices")
+    assert slow.close_code is None
+    slow.transport.abort()  # a client that vanishes (its close would wait behind the backlog)
+
+
 if __name__ == "__main__":
-    run("ws_slow", [test_slow_client_closed_others_unaffected, test_snapshot_never_older_than_live])
+    run("ws_slow", [test_slow_client_closed_others_unaffected, test_snapshot_never_older_than_live,
+                    test_slow_state_client_coalesced])
