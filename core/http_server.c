@@ -858,7 +858,10 @@ static void dispatch(client_t *c, ccgw_ws_req_t *r, const char *action, const ch
         audit_who(c, &w);
         t = ccgw_audit_wrap(s->gw->audit, &w, action, r->topic, args, args_len, t);
     }
-    ccgw_command_dispatch(s->gw, r->class_name, r->device, name, args, args_len, t);
+    char origin[96];
+    snprintf(origin, sizeof origin, "ws:%s", c->who ? c->who->name : "-");
+    ccgw_cmd_caller_t caller = {.role = c->who ? (int)c->who->role : CCGW_ROLE_NONE, .origin = origin};
+    ccgw_command_dispatch_as(s->gw, &caller, r->class_name, r->device, name, args, args_len, t);
 }
 
 static void refuse_forbidden(client_t *c, ccgw_ws_req_t *r, const char *action, const char *args, size_t args_len,
