@@ -1634,7 +1634,8 @@ static void default_web_root(char *out, size_t len)
     char *slash = strrchr(exe, '/');
     if (slash)
         *slash = '\0';
-    snprintf(out, len, "%s/../share/ccgw/web", exe);
+    if ((size_t)snprintf(out, len, "%.*s/../share/ccgw/web", PATH_MAX - 32, exe) >= len)
+        out[0] = '\0'; /* too long: no default */
 }
 
 ccgw_http_server_t *ccgw_http_server_new(ccgw_gateway_t *gw)

@@ -15,6 +15,8 @@
 #include "http_server.h"
 #include "instance.h"
 #include "mqtt_north.h"
+#include "spool.h"
+#include "supervisor.h"
 
 /* Label values: escape backslash, quote and newline. */
 static void label(FILE *f, const char *v)
@@ -198,6 +200,42 @@ static void http(FILE *f, ccgw_gateway_t *gw)
     counter(f, "ccgw_ws_commands_in_total", "Commands received over WebSocket and HTTP.", s.commands_in);
 }
 
+/* The spool (spool.c), supervision (supervisor.c) and reloads (reload.c). */
+static void lose_nothing(FILE *f, ccgw_gateway_t *gw, const ccgw_supervisor_stats_t *sv)
+{
+    ccgw_spool_t *sp = ccgw_bus_spool(gw->bus);
+    gauge(f, "ccgw_spool_enabled", "1 when events and alarms go through the crash-safe spool.", sp ? 1 : 0);
+    if (sp) {
+        ccgw_spool_stats_t st;
+        ccgw_spool_get_stats(sp, &st);
+        gauge(f, "ccgw_spool_bytes", "Bytes in the spool's segments.", (double)st.bytes);
+        gauge(f, "ccgw_spool_limit_bytes", "gateway.spool.max_bytes.", (double)gw->cfg->spool.max_bytes);
+        gauge(f, "ccgw_spool_pending", "Records appended and not yet acknowledged by the broker.", (double)st.pending);
+        gauge(f, "ccgw_spool_full", "1 while the spool is at its limit (alarm spool_full).", st.full ? 1 : 0);
+        counter(f, "ccgw_spool_appended_total", "Records appended since start.", st.appended);
+        counter(f, "ccgw_spool_delivered_total", "Records the broker acknowledged since start.", st.delivered);
+        counter(f, "ccgw_spool_dropped_telemetry_total", "Telemetry dropped or refused at the limit.",
+                st.dropped_telemetry);
+        counter(f, "ccgw_spool_refused_full_total", "Events and alarms refused (CCGW_EFULL) at the limit.",
+                st.refused_full);
+        counter(f, "ccgw_spool_expired_total", "Records deleted undelivered after max_age_s.", st.expired);
+        gauge(f, "ccgw_spool_replayed_at_start", "Records left by the previous run, replayed.",
+              (double)st.replayed_at_start);
+        gauge(f, "ccgw_spool_corrupt_regions", "Damaged regions found and moved aside at start.",
+              (double)st.corrupt_regions);
+        counter(f, "ccgw_spool_fsyncs_total", "fsyncs of the spool.", st.fsyncs);
+    }
+    counter(f, "ccgw_instance_restarts_total", "Instance restarts by the supervisor.", sv->restarts);
+    counter(f, "ccgw_instance_failures_total", "Instance failures seen by the supervisor.", sv->failures);
+    counter(f, "ccgw_instance_hangs_total", "Instances found hung (missed heartbeats).", sv->hangs);
+    gauge(f, "ccgw_instances_quarantined", "Instances quarantined now.", (double)sv->quarantined);
+    gauge(f, "ccgw_instances_backoff", "Instances waiting for a restart now.", (double)sv->backoff);
+    head(f, "ccgw_reloads_total", "counter", "Configuration reloads (SIGHUP, POST /api/v1/reload), by result.");
+    fprintf(f, "ccgw_reloads_total{result=\"ok\"} %llu\n", (unsigned long long)atomic_load(&gw->reloads_ok));
+    fprintf(f, "ccgw_reloads_total{result=\"rejected\"} %llu\n",
+            (unsigned long long)atomic_load(&gw->reloads_rejected));
+}
+
 char *ccgw_metrics_render(struct ccgw_gateway *gw, size_t *len)
 {
     char *buf = NULL;
@@ -218,9 +256,12 @@ char *ccgw_metrics_render(struct ccgw_gateway *gw, size_t *len)
     uint64_t now = ccgw_now_ms();
     gauge(f, "ccgw_uptime_seconds", "Seconds since the gateway started.",
           gw->started_ms && now >= gw->started_ms ? (double)(now - gw->started_ms) / 1000.0 : 0);
+    ccgw_supervisor_stats_t sv;
     pthread_mutex_lock(&gw->life_lock); /* reload changes the instance list */
     instances(f, gw);
+    ccgw_supervisor_stats(gw, &sv);
     pthread_mutex_unlock(&gw->life_lock);
+    lose_nothing(f, gw, &sv);
     latency(f);
     bus(f, gw);
     mqtt(f, gw);

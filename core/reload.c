@@ -163,7 +163,7 @@ static void reject(ccgw_gateway_t *gw, ccgw_gateway_config_t *nc, char *why, siz
     }
     CLOG_ERROR("reload", "configuration rejected as a whole (%llu rejected so far); the running one is kept: %s",
                (unsigned long long)n, msg);
-    snprintf(gw->last_reload_error, sizeof gw->last_reload_error, "%s", msg);
+    snprintf(gw->last_reload_error, sizeof gw->last_reload_error, "%.500s", msg);
     ccgw_gateway_alarm(gw, "config_rejected", true, "major", msg);
     snprintf(why, whylen, "rejected: %s", msg);
     ccgw_gateway_config_free(nc);

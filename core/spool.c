@@ -609,7 +609,7 @@ int ccgw_spool_next(ccgw_spool_t *sp, ccgw_spool_rec_t *rec)
         int fd = sp->rd_fd;
         uint64_t off = sp->rd_off;
         pthread_mutex_unlock(&sp->lock);
-        hdr_t h;
+        hdr_t h = {0};
         const unsigned char *rp = NULL;
         bool ok = win_fill(sp, fd, s.first, off, HDR, s.bytes);
         if (ok) {
@@ -950,7 +950,7 @@ static int recover_segment(ccgw_spool_t *sp, uint64_t first, uint64_t *prev_id, 
     size_t off = 0;
     uint64_t prev = *prev_id;
     while (off < len) {
-        hdr_t h;
+        hdr_t h = {0};
         bool ok = len - off >= HDR;
         if (ok) {
             hdr_get(b + off, &h);

@@ -205,7 +205,7 @@ static void tick_one(ccgw_gateway_t *gw, ccgw_instance_t *inst, uint64_t now)
         uint64_t hb = ccgw_loop_heartbeat(inst->loop);
         char why[200];
         if (st == CCGW_RUN_RUNNING && !s.stop_asked_ms && health == CCGW_HEALTH_FAILED) {
-            snprintf(why, sizeof why, "plugin reported failed%s%s", reason[0] ? ": " : "", reason);
+            snprintf(why, sizeof why, "plugin reported failed%s%.170s", reason[0] ? ": " : "", reason);
             failure(gw, inst, why);
             ask_stop(inst, why);
             ccgw_instance_publish_health(inst);

@@ -158,7 +158,7 @@ int ccgw_ws_parse(const char *buf, size_t len, const char *site_base, ccgw_ws_re
     json_t *o = json_loadb(buf ? buf : "", buf ? len : 0, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
     if (!o) {
         err->code = "bad_json";
-        snprintf(err->message, sizeof err->message, "%s (at %d)", je.text, je.position);
+        snprintf(err->message, sizeof err->message, "%.120s (at %d)", je.text, je.position);
         return -1;
     }
     int rc = -1;

@@ -299,7 +299,7 @@ static size_t spool_scan(h_env *env, srec **out)
     struct dirent *e;
     while ((e = readdir(d)) && nn < 64)
         if (strlen(e->d_name) == 20 && strstr(e->d_name, ".seg"))
-            snprintf(names[nn++], sizeof names[0], "%s", e->d_name);
+            snprintf(names[nn++], sizeof names[0], "%.31s", e->d_name);
     closedir(d);
     qsort(names, (size_t)nn, sizeof names[0], (int (*)(const void *, const void *))strcmp);
     for (int i = 0; i < nn; i++) {

@@ -1173,7 +1173,7 @@ static void test_http_full(void **state)
     (void)state;
     char tmpl[] = "/tmp/ccgw-test-http-XXXXXX";
     assert_non_null(mkdtemp(tmpl));
-    char tok[PATH_MAX + 32], yaml[4096];
+    char tok[PATH_MAX + 32], yaml[8192];
     snprintf(tok, sizeof tok, "%s/wall.token", tmpl);
     FILE *f = fopen(tok, "w");
     assert_non_null(f);

@@ -186,7 +186,7 @@ static int setup(void **state)
     snprintf(AUDIT, sizeof AUDIT, "%s/audit.jsonl", DIR_);
     L = ccgw_loader_new();
     ccgw_loader_add_dir(L, TEST_PLUGIN_DIR);
-    char yaml[4096];
+    char yaml[16384];
     snprintf(yaml, sizeof yaml,
              "gateway: {site: hq, id: gw1, data_dir: %s}\n"
              "alarms:\n"
@@ -352,6 +352,10 @@ static void test_metrics(void **state)
                           "ccgw_command_duration_seconds_count ",
                           "ccgw_ws_clients 0\n",
                           "ccgw_audit_records_total ",
+                          "ccgw_spool_enabled ",
+                          "ccgw_instance_restarts_total 0\n",
+                          "ccgw_instances_quarantined 0\n",
+                          "ccgw_reloads_total{result=\"rejected\"} ",
                           "ccgw_info{version="};
     for (size_t i = 0; i < sizeof want / sizeof *want; i++)
         if (!strstr(a.body, want[i]))
