@@ -177,12 +177,7 @@ void ccgw_audit_record(ccgw_audit_t *a, const ccgw_audit_who_t *who, const char 
     if (!line)
         return;
     atomic_fetch_add(&a->count, 1);
-    if (a->topic && a->gw && a->gw->bus) {
-        ccgw_msg_t *m = ccgw_msg_new(CCGW_KIND_EVENT, a->gw->cfg ? a->gw->cfg->mqtt.qos_event : 1, a->topic, line,
-                                     len, NULL, 0);
-        if (m)
-            ccgw_bus_push(a->gw->bus, m); /* counted by the bus when dropped */
-    }
+    /* the file first: whoever sees the record on MQTT finds it in the file too */
     if (a->path) {
         char *nl = realloc(line, len + 2);
         if (nl) {
@@ -199,6 +194,12 @@ void ccgw_audit_record(ccgw_audit_t *a, const ccgw_audit_who_t *who, const char 
             atomic_fetch_add(&a->write_errors, 1);
             log_write_error(a, ENOMEM);
         }
+    }
+    if (a->topic && a->gw && a->gw->bus) {
+        ccgw_msg_t *m = ccgw_msg_new(CCGW_KIND_EVENT, a->gw->cfg ? a->gw->cfg->mqtt.qos_event : 1, a->topic, line,
+                                     len, NULL, 0);
+        if (m)
+            ccgw_bus_push(a->gw->bus, m); /* counted by the bus when dropped */
     }
     free(line);
 }
@@ -224,10 +225,11 @@ static void wrap_who(const wrap_t *x, ccgw_audit_who_t *who)
 static void wrap_send(void *ctx, const char *payload, size_t len)
 {
     wrap_t *x = ctx;
-    if (x->inner.send)
-        x->inner.send(x->inner.ctx, payload, len);
-    if (atomic_exchange(&x->sent, true))
+    if (atomic_exchange(&x->sent, true)) {
+        if (x->inner.send)
+            x->inner.send(x->inner.ctx, payload, len);
         return;
+    }
     char code[96] = "device_error", msg[512] = "";
     json_error_t err;
     json_t *j = payload ? json_loadb(payload, len, 0, &err) : NULL;
@@ -248,6 +250,9 @@ static void wrap_send(void *ctx, const char *payload, size_t len)
     ccgw_audit_who_t who;
     wrap_who(x, &who);
     ccgw_audit_record(x->a, &who, x->action, x->target, x->args, x->args_len, code, msg[0] ? msg : NULL);
+    /* the reply after the record: whoever got the reply finds the action audited */
+    if (x->inner.send)
+        x->inner.send(x->inner.ctx, payload, len);
 }
 
 static void wrap_release(void *ctx)
