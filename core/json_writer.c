@@ -237,6 +237,91 @@ void ccgw_jw_uint(ccgw_jw_t *w, uint64_t v)
     put(w, b, (size_t)n);
 }
 
+static const double pow10_tab[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,
+                                   1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17};
+static const uint64_t pow10_int[] = {1ull,
+                                     10ull,
+                                     100ull,
+                                     1000ull,
+                                     10000ull,
+                                     100000ull,
+                                     1000000ull,
+                                     10000000ull,
+                                     100000000ull,
+                                     1000000000ull,
+                                     10000000000ull,
+                                     100000000000ull,
+                                     1000000000000ull,
+                                     10000000000000ull,
+                                     100000000000000ull,
+                                     1000000000000000ull,
+                                     10000000000000000ull,
+                                     100000000000000000ull};
+
+/*
+ * The format of ccgw_jw_double: the shortest of %.15g / %.16g / %.17g that
+ * reads back exactly (strtod). That costs two printf_fp runs and a strtod per
+ * value; the fast path below gives the identical string without them for the
+ * common case, a decimal D = m / 10^k with at most 15 significant digits
+ * (m < 10^15) that converts back to v, and 1e-4 <= |D| (so %g prints it in
+ * fixed notation):
+ *   - m / 10^k is one correctly rounded IEEE division of two exact doubles, so
+ *     `m / p == v` means strtod("D") == v;
+ *   - a decimal of <= 15 (DBL_DIG) significant digits survives the round trip
+ *     decimal -> double -> 15 digits, so %.15g of v is D (trailing zeros
+ *     stripped), which reads back exactly: the loop would stop at 15;
+ *   - the smallest such k is found: if some m' / 10^k' == v with m' < 10^15,
+ *     then |v * 10^k' - m'| < 0.25, so rint() finds m'.
+ * Anything else (more digits, tiny, huge, -0) takes the printf/strtod loop.
+ */
+size_t ccgw_fmt_double(char out[32], double v)
+{
+    double a = fabs(v);
+    if (a != 0 && a < 1e15) {
+        for (int k = 0; k <= 17; k++) {
+            double p = pow10_tab[k];
+            double md = rint(a * p);
+            if (md >= 1e15)
+                break;
+            if (md / p != a)
+                continue;
+            uint64_t m = (uint64_t)md;
+            if (k >= 4 && m < pow10_int[k - 4])
+                break; /* |D| < 1e-4: %g would use an exponent */
+            char tmp[40];
+            size_t t = 0;
+            uint64_t ip = m / pow10_int[k], fp = m % pow10_int[k];
+            do {
+                tmp[t++] = (char)('0' + ip % 10);
+                ip /= 10;
+            } while (ip);
+            size_t n = 0;
+            if (v < 0)
+                out[n++] = '-';
+            while (t)
+                out[n++] = tmp[--t];
+            if (k > 0) {
+                out[n++] = '.';
+                for (int i = k - 1; i >= 0; i--) {
+                    out[n + (size_t)i] = (char)('0' + fp % 10);
+                    fp /= 10;
+                }
+                n += (size_t)k;
+            }
+            out[n] = '\0';
+            return n;
+        }
+    }
+    int n = 0;
+    /* shortest of %.15g / %.16g / %.17g that reads back exactly */
+    for (int prec = 15; prec <= 17; prec++) {
+        n = snprintf(out, 32, "%.*g", prec, v);
+        if (strtod(out, NULL) == v)
+            break;
+    }
+    return n > 0 ? (size_t)n : 0;
+}
+
 void ccgw_jw_double(ccgw_jw_t *w, double v)
 {
     pre(w);
@@ -245,14 +330,8 @@ void ccgw_jw_double(ccgw_jw_t *w, double v)
         return;
     }
     char b[32];
-    int n = 0;
-    /* shortest of %.15g / %.16g / %.17g that reads back exactly */
-    for (int prec = 15; prec <= 17; prec++) {
-        n = snprintf(b, sizeof b, "%.*g", prec, v);
-        if (strtod(b, NULL) == v)
-            break;
-    }
-    put(w, b, (size_t)n);
+    size_t n = ccgw_fmt_double(b, v);
+    put(w, b, n);
 }
 
 void ccgw_jw_bool(ccgw_jw_t *w, bool v)
