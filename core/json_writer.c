@@ -238,7 +238,7 @@ void ccgw_jw_uint(ccgw_jw_t *w, uint64_t v)
 }
 
 static const double pow10_tab[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,
-                                   1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17};
+                                   1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19};
 static const uint64_t pow10_int[] = {1ull,
                                      10ull,
                                      100ull,
@@ -256,7 +256,122 @@ static const uint64_t pow10_int[] = {1ull,
                                      100000000000000ull,
                                      1000000000000000ull,
                                      10000000000000000ull,
-                                     100000000000000000ull};
+                                     100000000000000000ull,
+                                     1000000000000000000ull,
+                                     10000000000000000000ull};
+
+__extension__ typedef unsigned __int128 u128;
+
+/* The correctly rounded (ties to even, as printf in the default rounding
+ * mode) p significant digits of M * 2^-s: q in [10^(p-1), 10^p) and the
+ * decimal exponent x of its first digit, value ~ q * 10^(x-p+1); with
+ * 2^52 <= M < 2^53, 1e-4 <= value < 1e15 (so 0 <= k = p-1-x <= 20, and
+ * M * 10^k < 2^120, s <= 66). Also says whether q * 10^-k reads back as
+ * M * 2^-s (lies inside its rounding interval, ties to even). */
+static uint64_t digits_p(uint64_t M, int s, int p, int x, int *x_out, bool *roundtrip)
+{
+    for (int tries = 0; tries < 3; tries++) {
+        int k = p - 1 - x;
+        if (k < 0 || k > 20)
+            return 0;
+        u128 pk = 1;
+        for (int i = 0; i < k; i++)
+            pk *= 10;
+        u128 num = (u128)M * pk;
+        u128 q = num >> s;
+        u128 r = num - (q << s);
+        if (q >= (u128)pow10_int[p]) { /* x too small */
+            x++;
+            continue;
+        }
+        if (q < (u128)pow10_int[p - 1]) { /* x too large */
+            x--;
+            continue;
+        }
+        u128 half = (u128)1 << (s - 1);
+        if (r > half || (r == half && (q & 1)))
+            q++;
+        if (q == (u128)pow10_int[p]) { /* 99..9 rounded up to 10..0 */
+            q /= 10;
+            x++;
+            k--;
+            pk /= 10;
+        }
+        /* round trip: |q * 2^s - M * 10^k| < 10^k / 2 (a quarter below
+         * v when M = 2^52: the next double down is closer), equal with M even */
+        u128 lhs = q << s, rhs = (u128)M * pk;
+        u128 diff = lhs >= rhs ? lhs - rhs : rhs - lhs;
+        bool below = lhs < rhs;
+        u128 bound = pk; /* compare 2 * diff (or 4 * diff) with 10^k */
+        u128 d2 = (below && M == (1ull << 52)) ? diff * 4 : diff * 2;
+        *roundtrip = d2 < bound || (d2 == bound && (M & 1) == 0);
+        *x_out = x;
+        return (uint64_t)q;
+    }
+    return 0;
+}
+
+/* Write q (p digits, first digit at decimal exponent x, -4 <= x < p) the way
+ * %.<p>g does: fixed notation, trailing zeros and a bare point dropped. */
+static size_t put_fixed(char *out, bool neg, uint64_t q, int p, int x)
+{
+    char d[20];
+    for (int i = p - 1; i >= 0; i--) {
+        d[i] = (char)('0' + q % 10);
+        q /= 10;
+    }
+    int last = p - 1; /* last significant digit kept */
+    while (last > 0 && last > x && d[last] == '0')
+        last--;
+    size_t n = 0;
+    if (neg)
+        out[n++] = '-';
+    if (x >= 0) {
+        for (int i = 0; i <= x; i++)
+            out[n++] = d[i];
+        if (last > x) {
+            out[n++] = '.';
+            for (int i = x + 1; i <= last; i++)
+                out[n++] = d[i];
+        }
+    } else {
+        out[n++] = '0';
+        out[n++] = '.';
+        for (int i = 0; i < -x - 1; i++)
+            out[n++] = '0';
+        for (int i = 0; i <= last; i++)
+            out[n++] = d[i];
+    }
+    out[n] = '\0';
+    return n;
+}
+
+/* %.16g if it reads back exactly, else %.17g, for a normal 1e-4 <= |v| < 1e15;
+ * 0 when it cannot tell (the caller falls back to printf). */
+static size_t fmt_16_17(char out[32], double v)
+{
+    uint64_t bits;
+    memcpy(&bits, &v, sizeof bits);
+    int be = (int)((bits >> 52) & 0x7ff);
+    if (be == 0 || be == 0x7ff)
+        return 0;
+    uint64_t M = (bits & ((1ull << 52) - 1)) | (1ull << 52);
+    int s = 1075 - be; /* v = M * 2^-s */
+    if (s < 1 || s > 66)
+        return 0;
+    int x0 = (int)floor(log10(fabs(v))); /* corrected exactly by digits_p */
+    bool rt = false;
+    int x = 0;
+    uint64_t q = digits_p(M, s, 16, x0, &x, &rt);
+    if (!q)
+        return 0;
+    if (rt && x >= -4 && x < 16)
+        return put_fixed(out, v < 0, q, 16, x);
+    q = digits_p(M, s, 17, x0, &x, &rt);
+    if (!q || x < -4 || x >= 17)
+        return 0;
+    return put_fixed(out, v < 0, q, 17, x);
+}
 
 /*
  * The format of ccgw_jw_double: the shortest of %.15g / %.16g / %.17g that
@@ -278,7 +393,7 @@ size_t ccgw_fmt_double(char out[32], double v)
 {
     double a = fabs(v);
     if (a != 0 && a < 1e15) {
-        for (int k = 0; k <= 17; k++) {
+        for (int k = 0; k <= 19; k++) { /* 15 digits from 1e-4 up */
             double p = pow10_tab[k];
             double md = rint(a * p);
             if (md >= 1e15)
@@ -311,6 +426,13 @@ size_t ccgw_fmt_double(char out[32], double v)
             out[n] = '\0';
             return n;
         }
+    }
+    if (a >= 1e-4 && a < 1e15) {
+        /* no decimal of <= 15 digits reads back as v (the loop above would
+         * have found it): %.15g does not round-trip, so it is %.16g or %.17g */
+        size_t n = fmt_16_17(out, v);
+        if (n)
+            return n;
     }
     int n = 0;
     /* shortest of %.15g / %.16g / %.17g that reads back exactly */
