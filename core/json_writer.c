@@ -149,6 +149,20 @@ static size_t utf8_seq(const unsigned char *s, size_t n)
     return len;
 }
 
+/* 1 for the bytes put_escaped copies as they are without looking closer */
+static const unsigned char plain_tab[256] = {
+#define P4 1, 1, 1, 1
+#define P16 P4, P4, P4, P4
+    /* 0x00-0x1f: control characters */
+    [0x20] = 1, [0x21] = 1, /* 0x22 '"' */ [0x23] = 1, [0x24] = 1, [0x25] = 1, [0x26] = 1,
+    [0x27] = 1, [0x28] = 1, [0x29] = 1, [0x2a] = 1, [0x2b] = 1, [0x2c] = 1, [0x2d] = 1,
+    [0x2e] = 1, [0x2f] = 1, [0x30] = P16, [0x40] = P16, [0x50] = P4, [0x54] = P4, [0x58] = P4,
+    [0x5c] = 0, /* '\\' */ [0x5d] = 1, [0x5e] = 1, [0x5f] = 1, [0x60] = P16, [0x70] = P16,
+    /* 0x80-0xff: UTF-8, checked */
+#undef P16
+#undef P4
+};
+
 static void put_escaped(ccgw_jw_t *w, const char *str, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
@@ -159,6 +173,12 @@ static void put_escaped(ccgw_jw_t *w, const char *str, size_t n)
     size_t run = 0; /* start of a run of bytes copied as they are */
     size_t i = 0;
     while (i < n) {
+        /* plain printable ASCII other than '"' and '\\' is copied as it is:
+         * skip runs of it with one table look-up per byte */
+        while (i < n && plain_tab[s[i]])
+            i++;
+        if (i >= n)
+            break;
         unsigned c = s[i];
         const char *esc = NULL;
         char ubuf[7];
@@ -221,20 +241,33 @@ void ccgw_jw_string_n(ccgw_jw_t *w, const char *s, size_t n)
 
 void ccgw_jw_string(ccgw_jw_t *w, const char *s) { ccgw_jw_string_n(w, s, s ? strlen(s) : 0); }
 
+/* decimal digits of v at the end of b[24]; returns where they start */
+static char *u64_digits(char b[24], uint64_t v)
+{
+    char *p = b + 24;
+    do {
+        *--p = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return p;
+}
+
 void ccgw_jw_int(ccgw_jw_t *w, int64_t v)
 {
     char b[24];
-    int n = snprintf(b, sizeof b, "%" PRId64, v);
+    char *p = u64_digits(b, v < 0 ? 0 - (uint64_t)v : (uint64_t)v);
+    if (v < 0)
+        *--p = '-';
     pre(w);
-    put(w, b, (size_t)n);
+    put(w, p, (size_t)(b + 24 - p));
 }
 
 void ccgw_jw_uint(ccgw_jw_t *w, uint64_t v)
 {
     char b[24];
-    int n = snprintf(b, sizeof b, "%" PRIu64, v);
+    char *p = u64_digits(b, v);
     pre(w);
-    put(w, b, (size_t)n);
+    put(w, p, (size_t)(b + 24 - p));
 }
 
 static const double pow10_tab[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,
