@@ -224,6 +224,63 @@ static void count(ccgw_device_t *d, ccgw_kind_t k, int rc)
 }
 
 /* Push a finished non-retained payload. Called with d->lock held. */
+/*
+ * Each emitting thread keeps one JSON buffer for telemetry and events instead
+ * of a malloc and two or three reallocs per message: writer_take() lends it
+ * to a local writer, writer_give() takes it back after the payload was copied
+ * into the message (buffers above WRITER_KEEP, and a second one, are freed).
+ * A thread-specific key frees it when the thread ends.
+ */
+#define WRITER_KEEP 65536
+static _Thread_local struct {
+    char *buf;
+    size_t cap;
+    bool keyed;
+} tl_writer;
+static pthread_key_t writer_key;
+static pthread_once_t writer_once = PTHREAD_ONCE_INIT;
+
+static void writer_dtor(void *p)
+{
+    (void)p;
+    free(tl_writer.buf);
+    tl_writer.buf = NULL;
+    tl_writer.cap = 0;
+}
+
+static void writer_key_init(void) { pthread_key_create(&writer_key, writer_dtor); }
+
+static void writer_take(ccgw_jw_t *w)
+{
+    ccgw_jw_init(w);
+    if (tl_writer.buf) {
+        w->buf = tl_writer.buf;
+        w->cap = tl_writer.cap;
+        w->buf[0] = '\0';
+        tl_writer.buf = NULL;
+        tl_writer.cap = 0;
+    }
+}
+
+static void writer_give(ccgw_jw_t *w)
+{
+    if (w->error || !w->buf || w->cap > WRITER_KEEP || tl_writer.buf) {
+        ccgw_jw_free(w);
+        return;
+    }
+    if (!tl_writer.keyed) {
+        pthread_once(&writer_once, writer_key_init);
+        if (pthread_setspecific(writer_key, &tl_writer) != 0) {
+            ccgw_jw_free(w);
+            return;
+        }
+        tl_writer.keyed = true;
+    }
+    tl_writer.buf = w->buf;
+    tl_writer.cap = w->cap;
+    ccgw_jw_init(w);
+}
+
 static int push_payload(ccgw_device_t *d, ccgw_kind_t kind, const char *topic, ccgw_jw_t *w)
 {
     if (w->error) {
@@ -232,7 +289,7 @@ static int push_payload(ccgw_device_t *d, ccgw_kind_t kind, const char *topic, c
         return CCGW_ENOMEM;
     }
     ccgw_msg_t *m = ccgw_msg_new(kind, qos_for(d->gw, kind), topic, w->buf, w->len, NULL, 0);
-    ccgw_jw_free(w);
+    writer_give(w);
     if (m)
         m->quota = d->inst->quota; /* the instance's share of the queue (bus.h) */
     int rc = ccgw_bus_push(d->gw->bus, m);
@@ -608,7 +665,7 @@ int ccgw_device_telemetry(ccgw_device_t *d, const ccgw_value_t *v, size_t n)
     char topic[512];
     snprintf(topic, sizeof topic, "%s/telemetry", d->topic_base);
     ccgw_jw_t w;
-    ccgw_jw_init(&w);
+    writer_take(&w);
     pthread_mutex_lock(&d->lock);
     begin_envelope(&w, d, CCGW_KIND_TELEMETRY);
     ccgw_jw_key(&w, "values");
@@ -644,7 +701,7 @@ int ccgw_device_event(ccgw_device_t *d, const char *type, const ccgw_value_t *da
     char topic[512];
     snprintf(topic, sizeof topic, "%s/event/%s", d->topic_base, type);
     ccgw_jw_t w;
-    ccgw_jw_init(&w);
+    writer_take(&w);
     pthread_mutex_lock(&d->lock);
     begin_envelope(&w, d, CCGW_KIND_EVENT);
     ccgw_jw_key(&w, "type");
