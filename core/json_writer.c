@@ -169,6 +169,19 @@ static void put_escaped(ccgw_jw_t *w, const char *str, size_t n)
     const unsigned char *s = (const unsigned char *)str;
     if (!reserve(w, n + 2))
         return;
+    /* common case: nothing to escape (keys, ids, most values): one copy */
+    size_t p = 0;
+    while (p < n && plain_tab[s[p]])
+        p++;
+    if (p == n) {
+        char *o = w->buf + w->len;
+        o[0] = '"';
+        memcpy(o + 1, s, n);
+        o[n + 1] = '"';
+        o[n + 2] = '\0';
+        w->len += n + 2;
+        return;
+    }
     putch(w, '"');
     size_t run = 0; /* start of a run of bytes copied as they are */
     size_t i = 0;
