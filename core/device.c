@@ -43,9 +43,12 @@ struct ccgw_device {
     ccgw_device_t *inst_next; /* instance's list */
     ccgw_instance_t *inst;
     ccgw_gateway_t *gw;
-    char *class_name, *id, *key;
+    /* class_name points into classes[]; topic_base, state_topic and env share
+     * one allocation (topic_base), key and id point into topic_base */
+    const char *class_name;
+    char *id, *key;
     void *user;
-    const ccgw_command_spec_t *extra[8];
+    const ccgw_command_spec_t **extra; /* EXTRA_MAX slots, allocated on first use */
     size_t n_extra;
     pthread_mutex_t lock;
     uint64_t seq[CCGW_KIND__COUNT];
@@ -67,6 +70,8 @@ struct ccgw_registry {
     ccgw_device_t **buckets;
     size_t n_buckets, count;
 };
+
+#define EXTRA_MAX 8
 
 static const char *const classes[] = {"ups",      "hvac",       "env", "door", "pbx", "sms", "fax",
                                       "incident", "conference", NULL};
@@ -219,6 +224,63 @@ static void count(ccgw_device_t *d, ccgw_kind_t k, int rc)
 }
 
 /* Push a finished non-retained payload. Called with d->lock held. */
+/*
+ * Each emitting thread keeps one JSON buffer for telemetry and events instead
+ * of a malloc and two or three reallocs per message: writer_take() lends it
+ * to a local writer, writer_give() takes it back after the payload was copied
+ * into the message (buffers above WRITER_KEEP, and a second one, are freed).
+ * A thread-specific key frees it when the thread ends.
+ */
+#define WRITER_KEEP 65536
+static _Thread_local struct {
+    char *buf;
+    size_t cap;
+    bool keyed;
+} tl_writer;
+static pthread_key_t writer_key;
+static pthread_once_t writer_once = PTHREAD_ONCE_INIT;
+
+static void writer_dtor(void *p)
+{
+    (void)p;
+    free(tl_writer.buf);
+    tl_writer.buf = NULL;
+    tl_writer.cap = 0;
+}
+
+static void writer_key_init(void) { pthread_key_create(&writer_key, writer_dtor); }
+
+static void writer_take(ccgw_jw_t *w)
+{
+    ccgw_jw_init(w);
+    if (tl_writer.buf) {
+        w->buf = tl_writer.buf;
+        w->cap = tl_writer.cap;
+        w->buf[0] = '\0';
+        tl_writer.buf = NULL;
+        tl_writer.cap = 0;
+    }
+}
+
+static void writer_give(ccgw_jw_t *w)
+{
+    if (w->error || !w->buf || w->cap > WRITER_KEEP || tl_writer.buf) {
+        ccgw_jw_free(w);
+        return;
+    }
+    if (!tl_writer.keyed) {
+        pthread_once(&writer_once, writer_key_init);
+        if (pthread_setspecific(writer_key, &tl_writer) != 0) {
+            ccgw_jw_free(w);
+            return;
+        }
+        tl_writer.keyed = true;
+    }
+    tl_writer.buf = w->buf;
+    tl_writer.cap = w->cap;
+    ccgw_jw_init(w);
+}
+
 static int push_payload(ccgw_device_t *d, ccgw_kind_t kind, const char *topic, ccgw_jw_t *w)
 {
     if (w->error) {
@@ -227,7 +289,7 @@ static int push_payload(ccgw_device_t *d, ccgw_kind_t kind, const char *topic, c
         return CCGW_ENOMEM;
     }
     ccgw_msg_t *m = ccgw_msg_new(kind, qos_for(d->gw, kind), topic, w->buf, w->len, NULL, 0);
-    ccgw_jw_free(w);
+    writer_give(w);
     if (m)
         m->quota = d->inst->quota; /* the instance's share of the queue (bus.h) */
     int rc = ccgw_bus_push(d->gw->bus, m);
@@ -291,12 +353,8 @@ static void write_members(ccgw_jw_t *w, const ccgw_value_t *v, size_t n)
 /* Free the device's strings and the device itself. */
 static void device_free_names(ccgw_device_t *d)
 {
-    free(d->class_name);
-    free(d->id);
-    free(d->key);
-    free(d->topic_base);
-    free(d->state_topic);
-    free(d->env);
+    free(d->topic_base); /* and state_topic, env, key, id */
+    free(d->extra);
     free(d->reason);
     free(d);
 }
@@ -330,18 +388,11 @@ ccgw_device_t *ccgw_device_add(ccgw_instance_t *inst, const char *class_name, co
     d->inst = inst;
     d->gw = gw;
     d->user = user;
-    d->class_name = strdup(class_name);
-    d->id = strdup(device_id);
-    size_t kl = strlen(class_name) + strlen(device_id) + 2;
-    d->key = malloc(kl);
-    size_t tl = strlen(gw->site_base) + kl + 1;
-    d->topic_base = malloc(tl);
-    d->state_topic = malloc(tl + 8);
-    if (!d->class_name || !d->id || !d->key || !d->topic_base || !d->state_topic)
-        goto fail;
-    snprintf(d->key, kl, "%s/%s", class_name, device_id);
-    snprintf(d->topic_base, tl, "%s/%s", gw->site_base, d->key);
-    snprintf(d->state_topic, tl + 8, "%s/state", d->topic_base);
+    for (int i = 0; classes[i]; i++)
+        if (strcmp(class_name, classes[i]) == 0)
+            d->class_name = classes[i];
+    size_t sl = strlen(gw->site_base), cl = strlen(class_name);
+    size_t tl = sl + 1 + cl + 1 + strlen(device_id) + 1; /* topic base and its NUL */
     ccgw_jw_t w;
     ccgw_jw_init(&w);
     ccgw_jw_begin_object(&w); /* encode members, then strip the braces */
@@ -361,11 +412,19 @@ ccgw_device_t *ccgw_device_add(ccgw_instance_t *inst, const char *class_name, co
         goto fail;
     }
     d->env_len = w.len - 2;
-    d->env = malloc(d->env_len + 1);
-    if (!d->env) {
+    /* one block: topic base \0 state topic \0 envelope \0 */
+    d->topic_base = malloc(tl + tl + 6 + d->env_len + 1);
+    if (!d->topic_base) {
         ccgw_jw_free(&w);
         goto fail;
     }
+    snprintf(d->topic_base, tl, "%s/%s/%s", gw->site_base, class_name, device_id);
+    d->key = d->topic_base + sl + 1;
+    d->id = d->key + cl + 1;
+    d->state_topic = d->topic_base + tl;
+    memcpy(d->state_topic, d->topic_base, tl - 1);
+    memcpy(d->state_topic + tl - 1, "/state", 7);
+    d->env = d->state_topic + tl + 6;
     memcpy(d->env, w.buf + 1, d->env_len);
     d->env[d->env_len] = '\0';
     ccgw_jw_free(&w);
@@ -431,7 +490,11 @@ int ccgw_device_add_commands(ccgw_device_t *d, const ccgw_command_spec_t *specs)
     }
     pthread_mutex_lock(&d->lock);
     int rc = CCGW_OK;
-    if (d->n_extra >= sizeof d->extra / sizeof d->extra[0])
+    if (!d->extra)
+        d->extra = calloc(EXTRA_MAX, sizeof *d->extra);
+    if (!d->extra)
+        rc = CCGW_ENOMEM;
+    else if (d->n_extra >= EXTRA_MAX)
         rc = CCGW_EFULL;
     else
         d->extra[d->n_extra++] = specs;
@@ -602,7 +665,7 @@ int ccgw_device_telemetry(ccgw_device_t *d, const ccgw_value_t *v, size_t n)
     char topic[512];
     snprintf(topic, sizeof topic, "%s/telemetry", d->topic_base);
     ccgw_jw_t w;
-    ccgw_jw_init(&w);
+    writer_take(&w);
     pthread_mutex_lock(&d->lock);
     begin_envelope(&w, d, CCGW_KIND_TELEMETRY);
     ccgw_jw_key(&w, "values");
@@ -638,7 +701,7 @@ int ccgw_device_event(ccgw_device_t *d, const char *type, const ccgw_value_t *da
     char topic[512];
     snprintf(topic, sizeof topic, "%s/event/%s", d->topic_base, type);
     ccgw_jw_t w;
-    ccgw_jw_init(&w);
+    writer_take(&w);
     pthread_mutex_lock(&d->lock);
     begin_envelope(&w, d, CCGW_KIND_EVENT);
     ccgw_jw_key(&w, "type");
@@ -752,7 +815,7 @@ static int alarm_publish_locked(ccgw_device_t *d, const alarm_t *a)
 static void alarm_persist_locked(ccgw_device_t *d, const alarm_t *a)
 {
     ccgw_alarm_record_t r = {
-        .class_name = d->class_name,
+        .class_name = (char *)d->class_name, /* a record field; read only here */
         .device = d->id,
         .code = a->code,
         .instance = d->inst->cfg->id,

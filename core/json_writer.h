@@ -44,6 +44,9 @@ void ccgw_jw_string_n(ccgw_jw_t *w, const char *s, size_t n);
 void ccgw_jw_int(ccgw_jw_t *w, int64_t v);
 void ccgw_jw_uint(ccgw_jw_t *w, uint64_t v);
 void ccgw_jw_double(ccgw_jw_t *w, double v);
+/* The text ccgw_jw_double writes for a finite v (shortest of %.15g/%.16g/%.17g
+ * that reads back exactly), NUL-terminated in out; returns its length. */
+size_t ccgw_fmt_double(char out[32], double v);
 void ccgw_jw_bool(ccgw_jw_t *w, bool v);
 void ccgw_jw_null(ccgw_jw_t *w);
 /* Insert already-encoded JSON (a value, or "k":v,... members with raw_members). */

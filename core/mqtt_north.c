@@ -36,6 +36,7 @@ struct ccgw_mqtt {
      * held across mosquitto_publish_v5() so a PUBACK never beats the entry */
     pthread_mutex_t mid_lock;
     uint64_t *mid_spool;       /* 65536 entries */
+    bool log_cb_on;            /* net thread: on_log is installed */
 };
 
 #define TAG "mqtt"
@@ -195,6 +196,20 @@ static void on_log(struct mosquitto *mosq, void *obj, int level, const char *str
         CLOG_DEBUG(TAG, "libmosquitto: %s", str);
 }
 
+/* libmosquitto formats a debug line (vsnprintf) for every packet whenever a
+ * log callback is installed, whatever we do with it: about 3,000 instructions
+ * per publish. Keep the callback only while it can say something we print:
+ * at log level debug, or while not connected (connect, TLS and auth errors
+ * come through it). Net thread (and once before it starts). */
+static void sync_log_cb(ccgw_mqtt_t *m)
+{
+    bool want = ccgw_log_get_level() >= CCGW_LOG_DEBUG || !atomic_load(&m->connected);
+    if (want != m->log_cb_on) {
+        mosquitto_log_callback_set(m->mosq, want ? on_log : NULL);
+        m->log_cb_on = want;
+    }
+}
+
 /* ---- sink (north thread) ---- */
 
 static bool sink_ready(void *ctx)
@@ -301,6 +316,7 @@ ccgw_mqtt_t *ccgw_mqtt_new(ccgw_gateway_t *gw)
     mosquitto_publish_v5_callback_set(m->mosq, on_publish);
     mosquitto_message_v5_callback_set(m->mosq, on_message);
     mosquitto_log_callback_set(m->mosq, on_log);
+    m->log_cb_on = true;
     int rc = MOSQ_ERR_SUCCESS;
     if (c->username)
         rc = mosquitto_username_pw_set(m->mosq, c->username, c->password);
@@ -369,6 +385,7 @@ static void *net_main(void *arg)
     bool first = true, have_socket = false;
     uint64_t failures = 0;
     while (!atomic_load(&m->net_stop)) {
+        sync_log_cb(m);
         if (!have_socket) {
             int rc = first ? mosquitto_connect_bind_v5(m->mosq, c->host, c->port, c->keepalive_s, NULL, NULL)
                            : mosquitto_reconnect(m->mosq);

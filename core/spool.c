@@ -36,13 +36,18 @@
 #define KIND_TELEMETRY 1        /* = CCGW_KIND_TELEMETRY (bus.h) */
 #define KIND_MAX 15
 
-/* ---- CRC32C (Castagnoli), slicing by 8 ---- */
+/* ---- CRC32C (Castagnoli): SSE4.2 when the CPU has it, else slicing by 8 ---- */
 
 static uint32_t crc_tab[8][256];
 static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
+static bool crc_hw;
 
 static void crc_init(void)
 {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    __builtin_cpu_init();
+    crc_hw = __builtin_cpu_supports("sse4.2");
+#endif
     for (uint32_t i = 0; i < 256; i++) {
         uint32_t c = i;
         for (int k = 0; k < 8; k++)
@@ -54,9 +59,36 @@ static void crc_init(void)
             crc_tab[t][i] = (crc_tab[t - 1][i] >> 8) ^ crc_tab[0][crc_tab[t - 1][i] & 0xff];
 }
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <nmmintrin.h>
+#define CRC_HW 1
+
+/* The same CRC with the SSE4.2 instruction (it computes exactly CRC32C,
+ * reflected, no final xor): about 8x fewer instructions than the tables. */
+__attribute__((target("sse4.2"))) static uint32_t crc32c_hw(uint32_t crc, const unsigned char *p, size_t len)
+{
+    uint64_t c = ~crc;
+    while (len >= 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        c = _mm_crc32_u64(c, v);
+        p += 8;
+        len -= 8;
+    }
+    uint32_t c32 = (uint32_t)c;
+    while (len--)
+        c32 = _mm_crc32_u8(c32, *p++);
+    return ~c32;
+}
+#endif
+
 uint32_t ccgw_crc32c(uint32_t crc, const void *buf, size_t len)
 {
     pthread_once(&crc_once, crc_init);
+#ifdef CRC_HW
+    if (crc_hw)
+        return crc32c_hw(crc, buf, len);
+#endif
     const unsigned char *p = buf;
     crc = ~crc;
     while (len >= 8) {

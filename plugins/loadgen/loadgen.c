@@ -64,6 +64,8 @@ static const ccgw_option_t lg_options[] = {
                            "gap (0 = no pad)."},
     {.key = "duration_s", .type = CCGW_OPT_DOUBLE, .flags = CCGW_OPT_F_RANGE, .def = "0", .min = 0,
      .max = 31536000, .doc = "Stop emitting after this many seconds (0 = until the gateway stops)."},
+    {.key = "count", .type = CCGW_OPT_INT, .flags = CCGW_OPT_F_RANGE, .def = "0", .min = 0,
+     .max = 1e12, .doc = "Stop emitting after this many messages in total (0 = no limit)."},
     {.key = "start_delay_ms", .type = CCGW_OPT_INT, .flags = CCGW_OPT_F_RANGE, .def = "0", .min = 0,
      .max = 3600000, .doc = "Wait this long after start (and after the online states) before emitting."},
     {.key = "threads", .type = CCGW_OPT_INT, .flags = CCGW_OPT_F_RANGE, .def = "1", .min = 1,
@@ -85,6 +87,7 @@ typedef struct lg_thread {
     bool started;
     size_t first, step; /* devices first, first+step, ... */
     double rate;        /* this thread's share, msg/s; 0 = unpaced */
+    uint64_t count;     /* this thread's share of option count; UINT64_MAX = no limit */
     _Atomic uint64_t emitted, refused, failed;
     _Atomic bool done;
 } lg_thread_t;
@@ -97,6 +100,7 @@ struct lg {
     size_t n_values;
     unsigned w_tel, w_evt, w_state;
     double rate, duration_s;
+    int64_t count;
     int64_t start_delay_ms;
     bool online_at_start;
     clockid_t clock;
@@ -180,6 +184,7 @@ static int lg_create(ccgw_instance_t *inst, const ccgw_config_t *options, void *
     const char *prefix = ccgw_config_string(options, "id_prefix", "lg-");
     lg->rate = ccgw_config_double(options, "rate", 1000);
     lg->duration_s = ccgw_config_double(options, "duration_s", 0);
+    lg->count = ccgw_config_int(options, "count", 0);
     lg->start_delay_ms = ccgw_config_int(options, "start_delay_ms", 0);
     lg->n_values = (size_t)ccgw_config_int(options, "values_per_message", 4);
     lg->online_at_start = ccgw_config_bool(options, "online_at_start", true);
@@ -310,6 +315,8 @@ static void *lg_thread_main(void *arg)
         if (now >= end)
             break;
         uint64_t batch;
+        if (sent >= t->count)
+            break;
         if (t->rate > 0) {
             /* absolute schedule: how many should be out by now */
             uint64_t due = base_sent + (uint64_t)((double)(now - base_t) * t->rate / 1e9);
@@ -324,6 +331,8 @@ static void *lg_thread_main(void *arg)
         } else {
             batch = 256;
         }
+        if (batch > t->count - sent)
+            batch = t->count - sent;
         for (uint64_t b = 0; b < batch && !atomic_load(&lg->stop); b++) {
             unsigned pick = wsum > 1 ? (unsigned)(rnd(&seed) % wsum) : 0;
             int rc = emit_one(lg, lg->devs[dev], pick, n++, v);
@@ -419,6 +428,9 @@ static int lg_start(void *state)
         t->first = i;
         t->step = lg->n_threads;
         t->rate = lg->rate / (double)lg->n_threads;
+        t->count = lg->count > 0 ? (uint64_t)lg->count / lg->n_threads +
+                                       (i < (uint64_t)lg->count % lg->n_threads ? 1 : 0)
+                                 : UINT64_MAX;
         int rc = pthread_create(&t->tid, NULL, lg_thread_main, t);
         if (rc != 0) {
             CCGW_ERROR(lg->inst, "cannot start emitting thread %zu: %s", i, strerror(rc));

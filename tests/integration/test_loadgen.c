@@ -70,7 +70,7 @@ static void describe_lists_options(void **state)
     int st = h_run(E, "describe", argv, h_scaled(10000), &out, &err);
     H_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0, "describe exit %d: %s", st, err ? err : "");
     const char *want[] = {"devices", "id_prefix", "rate", "kind", "values_per_message",
-                          "payload_bytes", "duration_s", "threads", "clock"};
+                          "payload_bytes", "duration_s", "count", "threads", "clock"};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
         H_ASSERT(out && strstr(out, want[i]), "option %s missing in:\n%s", want[i], out ? out : "");
     free(out);
@@ -206,12 +206,77 @@ static void emits_through_the_broker(void **state)
     h_mqtt_free(sub);
 }
 
+/* count: exactly that many messages over all threads, then "finished" */
+static void count_stops_exactly(void **state)
+{
+    (void)state;
+    h_mqtt *sub = h_mqtt_new(BR->port, "it-loadgen-count");
+    H_ASSERT(sub != NULL, "subscriber");
+    H_ASSERT(h_mqtt_sub(sub, H_PREFIX "/hq/env/+/telemetry", 1) == 0, "subscribe");
+    H_ASSERT(h_mqtt_sub(sub, H_PREFIX "/hq/gateway/gw1/instance/cnt", 1) == 0, "subscribe");
+    char path[PATH_MAX];
+    write_config("count.yaml", BR->port,
+                 "      devices: 5\n"
+                 "      id_prefix: ct-\n"
+                 "      rate: 0\n"
+                 "      count: 137\n"
+                 "      threads: 2\n"
+                 "      report_s: 1\n",
+                 path, sizeof path);
+    /* the config's instance id is "load": rename it for this run */
+    char *text = h_read_file(path);
+    H_ASSERT(text != NULL, "read %s", path);
+    char *at = strstr(text, "id: load");
+    H_ASSERT(at != NULL, "instance id in %s", path);
+    memcpy(at, "id: cnt ", 8);
+    FILE *f = fopen(path, "w");
+    H_ASSERT(f != NULL, "write %s", path);
+    fputs(text, f);
+    fclose(f);
+    free(text);
+    int64_t t0 = h_now_ms();
+    h_proc *gw = h_gw_start(E, path);
+    H_ASSERT(gw != NULL, "ccgw start");
+    const h_msg *done = NULL;
+    while (!done && h_left_ms(t0, 15000) > 0) {
+        const h_msg *m[64];
+        size_t n = h_mqtt_collect(sub, 0, H_PREFIX "/hq/gateway/gw1/instance/cnt", NULL, NULL, m, 64);
+        for (size_t i = 0; i < n && i < 64; i++) {
+            const char *r = m[i]->json ? h_json_str(m[i]->json, "reason") : NULL;
+            if (r && strncmp(r, "finished: emitted ", 18) == 0)
+                done = m[i];
+        }
+        if (!done)
+            h_sleep_ms(100);
+    }
+    H_ASSERT(done != NULL, "no 'finished: emitted N' health reason");
+    H_ASSERT(strncmp(h_json_str(done->json, "reason"), "finished: emitted 137, refused 0", 32) == 0,
+             "reason '%s'", h_json_str(done->json, "reason"));
+    const h_msg *all[256];
+    size_t n_tel = 0;
+    int64_t t1 = h_now_ms();
+    while (h_left_ms(t1, 5000) > 0) {
+        n_tel = h_mqtt_collect(sub, 0, H_PREFIX "/hq/env/+/telemetry", is_t_ns_msg, NULL, all, 0);
+        if (n_tel >= 137)
+            break;
+        h_sleep_ms(100);
+    }
+    h_sleep_ms(h_scaled(300)); /* nothing more comes */
+    n_tel = h_mqtt_collect(sub, 0, H_PREFIX "/hq/env/+/telemetry", is_t_ns_msg, NULL, all, 0);
+    H_ASSERT(n_tel == 137, "broker delivered %zu telemetry messages, want 137", n_tel);
+    int st = h_proc_stop(gw, h_scaled(8000));
+    char buf[64];
+    H_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0, "ccgw: %s", h_status_str(st, buf, sizeof buf));
+    h_mqtt_free(sub);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(describe_lists_options),
         cmocka_unit_test(check_config_errors),
         cmocka_unit_test(emits_through_the_broker),
+        cmocka_unit_test(count_stops_exactly),
     };
     int failed = cmocka_run_group_tests_name("integration.loadgen", tests, group_setup, group_teardown);
     return h_finish(failed);
