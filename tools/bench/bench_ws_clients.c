@@ -4,7 +4,8 @@
  * (handshake, masked text frames out, unmasked frames in, continuation, ping,
  * close): opens N connections to ws://127.0.0.1:PORT/PATH, optionally sends
  * ccgw's `auth` and `sub` on each, then counts what arrives:
- *   frames (data frames), msgs (`"op":"msg"` inside them: ccgw's `batch`
+ *   frames (data frames, counted when complete), bytes (as received, frame
+ *   headers included), msgs (`"op":"msg"` inside them: ccgw's `batch`
  *   frames hold several; for a frame without any, 1), bytes, and the latency
  *   CLOCK_MONOTONIC now - `"t_ns":N` of every stamped message (loadgen's
  *   t_ns with clock monotonic, or ccgw-bench-lws-raw's), in a 10 us histogram.
@@ -56,7 +57,7 @@ static struct {
 static uint32_t *hist;
 static uint64_t lat_n, lat_over;
 static bool measuring;
-static uint64_t m_frames, m_msgs, m_bytes, m_stamped;
+static uint64_t m_frames, m_msgs, m_bytes, m_fbytes, m_stamped;
 static uint64_t t_frames, t_msgs; /* whole run */
 static uint64_t closes_1008, closes_other, lost;
 static int n_open, n_dead;
@@ -159,7 +160,7 @@ static void count_payload(const unsigned char *p, size_t n, uint64_t now)
     if (measuring) {
         m_frames++;
         m_msgs += msgs;
-        m_bytes += n;
+        m_fbytes += n;
         m_stamped += stamped;
     }
 }
@@ -272,6 +273,8 @@ static void conn_read(conn_t *c, int epfd)
             return;
         }
         c->len += (size_t)r;
+        if (measuring)
+            m_bytes += (uint64_t)r; /* as received: exact even with frames longer than the window */
         if (c->state == 1) {
             unsigned char *e = memmem(c->buf, c->len, "\r\n\r\n", 4);
             if (!e)
@@ -368,11 +371,11 @@ static void report(int window, uint64_t t0, uint64_t t_conn, double secs)
            "\"frames_total\":%" PRIu64 ",\"msgs_total\":%" PRIu64 "}\n",
            window, o.n, n_open, n_dead, t_conn ? (double)(t_conn - t0) / 1e9 : -1.0, secs, m_frames, m_msgs, m_bytes,
            m_stamped, secs > 0 ? (double)m_frames / secs : 0, secs > 0 ? (double)m_msgs / secs : 0,
-           secs > 0 ? (double)m_bytes / secs : 0, m_frames ? (double)m_bytes / (double)m_frames : 0,
+           secs > 0 ? (double)m_bytes / secs : 0, m_frames ? (double)m_fbytes / (double)m_frames : 0,
            m_frames ? (double)m_msgs / (double)m_frames : 0, lat_n, lat_over, pct(0.50), pct(0.99), pct(0.999),
            closes_1008, closes_other, lost, t_frames, t_msgs);
     fflush(stdout);
-    m_frames = m_msgs = m_bytes = m_stamped = lat_n = lat_over = 0;
+    m_frames = m_msgs = m_bytes = m_fbytes = m_stamped = lat_n = lat_over = 0;
     memset(hist, 0, HIST_N * sizeof *hist);
 }
 
