@@ -360,16 +360,19 @@ static uint64_t pct(double p)
     return (uint64_t)HIST_N * HIST_US;
 }
 
+static uint64_t cpu_mstart; /* this process's CPU time at the window's start */
+
 static void report(int window, uint64_t t0, uint64_t t_conn, double secs)
 {
-    printf("{\"window\":%d,\"clients\":%d,\"open\":%d,\"dead\":%d,\"connect_s\":%.3f,\"seconds\":%.3f,"
+    double cpu_pct = secs > 0 ? (double)(bench_now_ns(CLOCK_PROCESS_CPUTIME_ID) - cpu_mstart) / 1e9 / secs * 100 : 0;
+    printf("{\"window\":%d,\"cpu_pct\":%.0f,\"clients\":%d,\"open\":%d,\"dead\":%d,\"connect_s\":%.3f,\"seconds\":%.3f,"
            "\"frames\":%" PRIu64 ",\"msgs\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"stamped\":%" PRIu64 ","
            "\"frames_per_s\":%.1f,\"msgs_per_s\":%.1f,\"bytes_per_s\":%.1f,\"frame_bytes_avg\":%.1f,"
            "\"msgs_per_frame\":%.2f,\"lat_n\":%" PRIu64 ",\"lat_over_10s\":%" PRIu64 ","
            "\"lat_p50_us\":%" PRIu64 ",\"lat_p99_us\":%" PRIu64 ",\"lat_p999_us\":%" PRIu64 ","
            "\"closes_1008\":%" PRIu64 ",\"closes_other\":%" PRIu64 ",\"lost\":%" PRIu64 ","
            "\"frames_total\":%" PRIu64 ",\"msgs_total\":%" PRIu64 "}\n",
-           window, o.n, n_open, n_dead, t_conn ? (double)(t_conn - t0) / 1e9 : -1.0, secs, m_frames, m_msgs, m_bytes,
+           window, cpu_pct, o.n, n_open, n_dead, t_conn ? (double)(t_conn - t0) / 1e9 : -1.0, secs, m_frames, m_msgs, m_bytes,
            m_stamped, secs > 0 ? (double)m_frames / secs : 0, secs > 0 ? (double)m_msgs / secs : 0,
            secs > 0 ? (double)m_bytes / secs : 0, m_frames ? (double)m_fbytes / (double)m_frames : 0,
            m_frames ? (double)m_msgs / (double)m_frames : 0, lat_n, lat_over, pct(0.50), pct(0.99), pct(0.999),
@@ -482,8 +485,10 @@ int main(int argc, char **argv)
             t_mstart = now + (uint64_t)o.warmup_ms * 1000000ull;
             t_mend = t_mstart + (uint64_t)(o.duration * 1e9);
         }
-        if (t_mstart && !measuring && now >= t_mstart && now < t_mend)
+        if (t_mstart && !measuring && now >= t_mstart && now < t_mend) {
             measuring = true;
+            cpu_mstart = bench_now_ns(CLOCK_PROCESS_CPUTIME_ID);
+        }
         if (t_mend && now >= t_mend) {
             measuring = false;
             report(window, t0, t_conn, o.duration);
