@@ -212,8 +212,8 @@ static int conn_parse(conn_t *c, int epfd)
         }
         const unsigned char *pay = p + hl;
         if (op == 1 || op == 2 || op == 0) {
-            /* fragments are counted as one message each (lws writes whole frames here) */
-            if (fin || op != 0)
+            /* counted at the final fragment (its payload only: lws writes whole frames here) */
+            if (fin)
                 count_payload(pay, pl, now);
             c->in_frag = !fin;
         } else if (op == 8) {
@@ -392,7 +392,7 @@ static void usage(void)
 
 int main(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v)
             usage();
@@ -420,7 +420,6 @@ int main(int argc, char **argv)
             o.connect_timeout_s = atoi(v);
         else
             usage();
-        i++;
     }
     if (!o.port || o.n < 1)
         usage();

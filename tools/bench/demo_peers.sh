@@ -22,6 +22,8 @@ demo_peers_other_port() {  # a free port other than the ones given
     echo "$p"
 }
 
+demo_peers_token() { head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+
 demo_peers_start() {
     local run=$1 bin=$2 nut=$1/nut used=()
     # ---- Modbus simulator
@@ -99,9 +101,7 @@ CONF
 
     # ---- the gateway's HTTP port and one token per role
     CCGW_HTTP_PORT=$(demo_peers_other_port "${used[@]}")
-    local t
-    t() { head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
-    CCGW_VIEWER_TOKEN=$(t) CCGW_OPERATOR_TOKEN=$(t) CCGW_ADMIN_TOKEN=$(t)
+    CCGW_VIEWER_TOKEN=$(demo_peers_token) CCGW_OPERATOR_TOKEN=$(demo_peers_token) CCGW_ADMIN_TOKEN=$(demo_peers_token)
     export CCGW_MODBUS_PORT CCGW_NUT_PORT CCGW_SNMP_PORT CCGW_SNMP_TRAP_PORT CCGW_DOOR_PORT \
         CCGW_DOOR_PASSWORD CCGW_HTTP_PORT CCGW_VIEWER_TOKEN CCGW_OPERATOR_TOKEN CCGW_ADMIN_TOKEN
     return 0
