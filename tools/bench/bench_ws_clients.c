@@ -4,8 +4,9 @@
  * (handshake, masked text frames out, unmasked frames in, continuation, ping,
  * close): opens N connections to ws://127.0.0.1:PORT/PATH, optionally sends
  * ccgw's `auth` and `sub` on each, then counts what arrives:
- *   frames (data frames, counted when complete), bytes (as received, frame
- *   headers included), msgs (`"op":"msg"` inside them: ccgw's `batch`
+ *   frames (data frames, counted when complete; also frames started, with
+ *   their sizes from the headers), bytes (as received, frame headers
+ *   included), msgs (`"op":"msg"` inside them: ccgw's `batch`
  *   frames hold several; for a frame without any, 1), bytes, and the latency
  *   CLOCK_MONOTONIC now - `"t_ns":N` of every stamped message (loadgen's
  *   t_ns with clock monotonic, or ccgw-bench-lws-raw's), in a 10 us histogram.
@@ -44,6 +45,8 @@ typedef struct conn {
     size_t len, cap;
     /* continuation: counted at the final fragment */
     bool in_frag;
+    bool hdr_counted; /* the frame in progress was counted as started */
+    uint64_t cur_pl;  /* its payload length */
 } conn_t;
 
 static struct {
@@ -57,7 +60,7 @@ static struct {
 static uint32_t *hist;
 static uint64_t lat_n, lat_over;
 static bool measuring;
-static uint64_t m_frames, m_msgs, m_bytes, m_fbytes, m_stamped;
+static uint64_t m_frames, m_msgs, m_bytes, m_fbytes, m_stamped, m_started, m_sbytes;
 static uint64_t t_frames, t_msgs; /* whole run */
 static uint64_t closes_1008, closes_other, lost;
 static int n_open, n_dead;
@@ -195,6 +198,12 @@ static int conn_parse(conn_t *c, int epfd)
             hl += 8;
         }
         if (avail < hl + pl) {
+            if (!c->hdr_counted && measuring && op != 8 && op != 9 && op != 10) {
+                m_started++; /* frame sizes known from their headers: big frames take long to complete */
+                m_sbytes += pl;
+            }
+            c->hdr_counted = true;
+            c->cur_pl = pl;
             size_t need = hl + pl;
             if (need > c->cap) { /* grow to hold this frame */
                 if (off) {
@@ -211,6 +220,11 @@ static int conn_parse(conn_t *c, int epfd)
             break;
         }
         const unsigned char *pay = p + hl;
+        if (!c->hdr_counted && measuring && op != 8 && op != 9 && op != 10) {
+            m_started++;
+            m_sbytes += pl;
+        }
+        c->hdr_counted = false;
         if (op == 1 || op == 2 || op == 0) {
             /* counted at the final fragment (its payload only: lws writes whole frames here) */
             if (fin)
@@ -361,24 +375,37 @@ static uint64_t pct(double p)
 }
 
 static uint64_t cpu_mstart; /* this process's CPU time at the window's start */
+static conn_t *conns;
+static int n_conns;
 
 static void report(int window, uint64_t t0, uint64_t t_conn, double secs)
 {
+    /* frames being received at the end of the window: with frames of hundreds of KB and a short
+     * window, none may start or complete inside it */
+    uint64_t inflight = 0, inflight_bytes = 0;
+    for (int i = 0; i < n_conns; i++) {
+        if (conns[i].state == 2 && conns[i].hdr_counted) {
+            inflight++;
+            inflight_bytes += conns[i].cur_pl;
+        }
+    }
     double cpu_pct = secs > 0 ? (double)(bench_now_ns(CLOCK_PROCESS_CPUTIME_ID) - cpu_mstart) / 1e9 / secs * 100 : 0;
     printf("{\"window\":%d,\"cpu_pct\":%.0f,\"clients\":%d,\"open\":%d,\"dead\":%d,\"connect_s\":%.3f,\"seconds\":%.3f,"
            "\"frames\":%" PRIu64 ",\"msgs\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"stamped\":%" PRIu64 ","
            "\"frames_per_s\":%.1f,\"msgs_per_s\":%.1f,\"bytes_per_s\":%.1f,\"frame_bytes_avg\":%.1f,"
-           "\"msgs_per_frame\":%.2f,\"lat_n\":%" PRIu64 ",\"lat_over_10s\":%" PRIu64 ","
+           "\"msgs_per_frame\":%.2f,\"frames_started\":%" PRIu64 ",\"started_bytes_avg\":%.1f,\"frames_inflight\":%" PRIu64 ",\"inflight_bytes_avg\":%.1f,\"lat_n\":%" PRIu64 ",\"lat_over_10s\":%" PRIu64 ","
            "\"lat_p50_us\":%" PRIu64 ",\"lat_p99_us\":%" PRIu64 ",\"lat_p999_us\":%" PRIu64 ","
            "\"closes_1008\":%" PRIu64 ",\"closes_other\":%" PRIu64 ",\"lost\":%" PRIu64 ","
            "\"frames_total\":%" PRIu64 ",\"msgs_total\":%" PRIu64 "}\n",
            window, cpu_pct, o.n, n_open, n_dead, t_conn ? (double)(t_conn - t0) / 1e9 : -1.0, secs, m_frames, m_msgs, m_bytes,
            m_stamped, secs > 0 ? (double)m_frames / secs : 0, secs > 0 ? (double)m_msgs / secs : 0,
            secs > 0 ? (double)m_bytes / secs : 0, m_frames ? (double)m_fbytes / (double)m_frames : 0,
-           m_frames ? (double)m_msgs / (double)m_frames : 0, lat_n, lat_over, pct(0.50), pct(0.99), pct(0.999),
+           m_frames ? (double)m_msgs / (double)m_frames : 0, m_started,
+           m_started ? (double)m_sbytes / (double)m_started : 0, inflight,
+           inflight ? (double)inflight_bytes / (double)inflight : 0, lat_n, lat_over, pct(0.50), pct(0.99), pct(0.999),
            closes_1008, closes_other, lost, t_frames, t_msgs);
     fflush(stdout);
-    m_frames = m_msgs = m_bytes = m_fbytes = m_stamped = lat_n = lat_over = 0;
+    m_frames = m_msgs = m_bytes = m_fbytes = m_started = m_sbytes = m_stamped = lat_n = lat_over = 0;
     memset(hist, 0, HIST_N * sizeof *hist);
 }
 
@@ -434,6 +461,8 @@ int main(int argc, char **argv)
     }
     hist = calloc(HIST_N, sizeof *hist);
     conn_t *cs = calloc((size_t)o.n, sizeof *cs);
+    conns = cs;
+    n_conns = o.n;
     if (!hist || !cs)
         die("calloc");
     int epfd = epoll_create1(0);
