@@ -7,7 +7,8 @@
  * as at start. Invalid: rejected as a whole (every error logged, counter
  * reloads_rejected, gateway alarm config_rejected, cleared by the next good
  * reload); the running instances are untouched. Valid: instances are matched
- * by id; added ones start, removed ones stop, changed ones (plugin, enabled,
+ * by id; removed ones stop first (a replacement under a new id may declare
+ * the same device ids), then added ones start, changed ones (plugin, enabled,
  * command_timeout_ms, supervision or any option differ) are stopped and
  * started anew, unchanged ones keep running, untouched. gateway.log_level is
  * applied at once; mqtt.tls files renewed in place (same paths, new
@@ -232,17 +233,40 @@ int ccgw_gateway_reload(ccgw_gateway_t *gw, char *why, size_t whylen)
         ccgw_log_set_level((ccgw_log_level_t)nc->log_level);
 
     size_t added = 0, removed = 0, changed = 0, kept = 0;
+    /* Match every new instance to a running one by id first, then stop the
+     * removed ones before anything starts: a replacement instance under a new
+     * id may declare the same device ids as the one it replaces. */
     bool *taken = calloc(gw->n_instances ? gw->n_instances : 1, sizeof *taken);
-    size_t n = 0;
+    ccgw_instance_t **olds = calloc(nc->n_instances ? nc->n_instances : 1, sizeof *olds);
+    if (!taken || !olds) {
+        free(taken);
+        free(olds);
+        free(list);
+        reject(gw, NULL, why, whylen);
+        ccgw_gateway_config_free(nc);
+        ccgw_sd_ready(why);
+        pthread_mutex_unlock(&gw->life_lock);
+        return CCGW_ENOMEM;
+    }
     for (size_t i = 0; i < nc->n_instances; i++) {
-        ccgw_instance_config_t *ic = &nc->instances[i];
-        ccgw_instance_t *old = NULL;
-        for (size_t k = 0; k < gw->n_instances && !old; k++) {
-            if (taken && !taken[k] && !strcmp(gw->instances[k]->cfg->id, ic->id)) {
-                old = gw->instances[k];
+        for (size_t k = 0; k < gw->n_instances && !olds[i]; k++) {
+            if (!taken[k] && !strcmp(gw->instances[k]->cfg->id, nc->instances[i].id)) {
+                olds[i] = gw->instances[k];
                 taken[k] = true;
             }
         }
+    }
+    for (size_t k = 0; k < gw->n_instances; k++) {
+        if (taken[k])
+            continue;
+        CLOG_INFO("reload", "instance %s removed: stopping it", gw->instances[k]->cfg->id);
+        retire_instance(gw, gw->instances[k], true);
+        removed++;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < nc->n_instances; i++) {
+        ccgw_instance_config_t *ic = &nc->instances[i];
+        ccgw_instance_t *old = olds[i];
         if (old && instance_same(old->cfg, ic) && !old->abandoned) {
             list[n++] = old; /* keeps running, on its old config nodes */
             kept++;
@@ -267,13 +291,7 @@ int ccgw_gateway_reload(ccgw_gateway_t *gw, char *why, size_t whylen)
         else if (ccgw_instance_launch(inst) != CCGW_OK)
             CLOG_ERROR("reload", "instance %s: cannot start its thread (the supervisor retries)", ic->id);
     }
-    for (size_t k = 0; k < gw->n_instances; k++) {
-        if (taken && taken[k])
-            continue;
-        CLOG_INFO("reload", "instance %s removed: stopping it", gw->instances[k]->cfg->id);
-        retire_instance(gw, gw->instances[k], true);
-        removed++;
-    }
+    free(olds);
     free(taken);
     free(gw->instances);
     gw->instances = list;

@@ -7,6 +7,8 @@
  *    shows no new life;
  *  - a quarantined instance whose options change is started anew (the
  *    quarantine alarm clears);
+ *  - an instance replaced by one under a new id that declares the same
+ *    device starts at once: the removed one stops first;
  *  - invalid: rejected as a whole (every error logged, gateway alarm
  *    config_rejected) while the data keeps flowing; the next valid reload
  *    clears the alarm.
@@ -200,6 +202,26 @@ static void changed_instance_leaves_quarantine(void **state)
     H_EXPECT(S, mark, T_ENV "q.l1/telemetry", "{}", 5000);
 }
 
+#define I_OLD "  - id: old\n    plugin: crash_start\n    options: {fail_times: 0, device: shared.d1}\n"
+#define I_NEW "  - id: new\n    plugin: crash_start\n    options: {fail_times: 0, device: shared.d1}\n"
+
+static void replacement_with_same_device(void **state)
+{
+    (void)state;
+    size_t mark = h_mqtt_mark(S);
+    write_config(I_KEEP I_CHG2 I_ADD I_Q2 I_OLD);
+    hup_and_wait("1 added, 0 removed, 0 restarted, 4 unchanged");
+    H_EXPECT(S, mark, T_INST "old", "{\"state\":\"running\"}", 5000);
+    mark = h_mqtt_mark(S);
+    write_config(I_KEEP I_CHG2 I_ADD I_Q2 I_NEW);
+    hup_and_wait("1 added, 1 removed, 0 restarted, 4 unchanged");
+    H_EXPECT(S, mark, T_INST "new", "{\"state\":\"running\",\"failures\":0}", 5000);
+    const h_msg *up = H_EXPECT(S, mark, T_ENV "shared.d1/state", "{\"online\":true}", 5000);
+    H_EXPECT(S, up->index, T_ENV "shared.d1/telemetry", "{}", 5000);
+    char line[512];
+    H_ASSERT(!h_proc_wait_log(G, "already exists", 200, line, sizeof line), "the new instance failed once: %s", line);
+}
+
 static void sigterm_exits_zero(void **state)
 {
     (void)state;
@@ -219,6 +241,7 @@ int main(void)
         cmocka_unit_test(invalid_rejected_data_flows),
         cmocka_unit_test(unchanged_never_restarted),
         cmocka_unit_test(changed_instance_leaves_quarantine),
+        cmocka_unit_test(replacement_with_same_device),
         cmocka_unit_test(sigterm_exits_zero),
     };
     int failed = cmocka_run_group_tests_name("integration.reload", tests, setup, teardown);

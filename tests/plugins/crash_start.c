@@ -2,6 +2,7 @@
  * crash_start - start() fails with CCGW_EIO the first `fail_times` times
  * (default 3; counted per instance id for the life of the process, so the
  * core's restarts see the count go down), then works: device "<instance>.d1"
+ * (or the `device` option)
  * (class env) online, telemetry `counter` every interval_ms (default 100).
  *
  * Exercises supervision: restart with backoff after a failed start, then
@@ -20,6 +21,7 @@ static const ccgw_option_t cs_options[] = {
      .doc = "How many starts fail before one works."},
     {.key = "interval_ms", .type = CCGW_OPT_INT, .flags = CCGW_OPT_F_RANGE, .def = "100", .min = 10, .max = 600000,
      .doc = "Telemetry period once running."},
+    {.key = "device", .type = CCGW_OPT_STRING, .doc = "Device id (default <instance>.d1)."},
     CCGW_OPTION_END,
 };
 
@@ -68,7 +70,11 @@ static int cs_create(ccgw_instance_t *inst, const ccgw_config_t *options, void *
     c->fail_times = (int)ccgw_config_int(options, "fail_times", 3);
     c->interval_ms = (int)ccgw_config_int(options, "interval_ms", 100);
     char id[96];
-    snprintf(id, sizeof id, "%s.d1", ccgw_instance_id(inst));
+    const char *dev = ccgw_config_string(options, "device", NULL);
+    if (dev && dev[0])
+        snprintf(id, sizeof id, "%s", dev);
+    else
+        snprintf(id, sizeof id, "%s.d1", ccgw_instance_id(inst));
     c->dev = ccgw_device_add(inst, "env", id, c);
     *state = c;
     return CCGW_OK;
