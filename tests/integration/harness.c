@@ -661,6 +661,85 @@ int h_run(h_env *env, const char *name, const char *const argv[], int timeout_ms
     return st;
 }
 
+int h_run_ok(h_env *env, const char *name, const char *const argv[])
+{
+    char *out = NULL, *err = NULL;
+    int st = h_run(env, name, argv, h_scaled(20000), &out, &err);
+    bool ok = st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0;
+    if (!ok) {
+        char buf[64];
+        h_log("%s failed (%s): %s%s", name, h_status_str(st, buf, sizeof buf), out ? out : "", err ? err : "");
+    }
+    free(out);
+    free(err);
+    return ok ? 0 : -1;
+}
+
+/* ---- test PKI ------------------------------------------------------------- */
+
+#define H_OPENSSL_BIN "/usr/bin/openssl"
+
+static const char pki_cnf[] = "[req]\ndistinguished_name = dn\nprompt = no\n[dn]\n"
+                              "[v3_ca]\nbasicConstraints = critical,CA:TRUE\nkeyUsage = critical,keyCertSign,cRLSign\n"
+                              "subjectKeyIdentifier = hash\n"
+                              "[server]\nbasicConstraints = critical,CA:FALSE\nkeyUsage = critical,digitalSignature\n"
+                              "extendedKeyUsage = serverAuth\nsubjectAltName = IP:127.0.0.1,DNS:localhost\n"
+                              "[client]\nbasicConstraints = critical,CA:FALSE\nkeyUsage = critical,digitalSignature\n"
+                              "extendedKeyUsage = clientAuth\n";
+
+static int pki_cnf_path(h_env *env, char *cfg, size_t len)
+{
+    h_env_path(env, "openssl.cnf", cfg, len);
+    struct stat st;
+    if (stat(cfg, &st) == 0)
+        return 0;
+    return h_write_file(cfg, pki_cnf);
+}
+
+int h_pki_ca(h_env *env, const char *name, const char *subject)
+{
+    char cfg[PATH_MAX], key[PATH_MAX], crt[PATH_MAX], file[256];
+    if (pki_cnf_path(env, cfg, sizeof cfg) != 0)
+        return -1;
+    snprintf(file, sizeof file, "%s.key", name);
+    h_env_path(env, file, key, sizeof key);
+    snprintf(file, sizeof file, "%s.crt", name);
+    h_env_path(env, file, crt, sizeof crt);
+    const char *argv[] = {H_OPENSSL_BIN, "req", "-config", cfg, "-x509", "-newkey", "ec", "-pkeyopt",
+                          "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", crt, "-days", "2",
+                          "-subj", subject, "-extensions", "v3_ca", NULL};
+    return h_run_ok(env, "openssl-ca", argv);
+}
+
+int h_pki_leaf(h_env *env, const char *ca, const char *name, const char *subject, const char *kind, int serial)
+{
+    if (strcmp(kind, "server") != 0 && strcmp(kind, "client") != 0)
+        return -1;
+    char cfg[PATH_MAX], key[PATH_MAX], csr[PATH_MAX], crt[PATH_MAX], ca_crt[PATH_MAX], ca_key[PATH_MAX];
+    char file[256], serial_s[24];
+    if (pki_cnf_path(env, cfg, sizeof cfg) != 0)
+        return -1;
+    snprintf(file, sizeof file, "%s.key", name);
+    h_env_path(env, file, key, sizeof key);
+    snprintf(file, sizeof file, "%s.csr", name);
+    h_env_path(env, file, csr, sizeof csr);
+    snprintf(file, sizeof file, "%s.crt", name);
+    h_env_path(env, file, crt, sizeof crt);
+    snprintf(file, sizeof file, "%s.crt", ca);
+    h_env_path(env, file, ca_crt, sizeof ca_crt);
+    snprintf(file, sizeof file, "%s.key", ca);
+    h_env_path(env, file, ca_key, sizeof ca_key);
+    snprintf(serial_s, sizeof serial_s, "%d", serial);
+    const char *req[] = {H_OPENSSL_BIN, "req", "-config", cfg, "-new", "-newkey", "ec", "-pkeyopt",
+                         "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", csr, "-subj", subject, NULL};
+    const char *sign[] = {H_OPENSSL_BIN, "x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key,
+                          "-set_serial", serial_s, "-days", "2", "-out", crt, "-extfile", cfg,
+                          "-extensions", kind, NULL};
+    if (h_run_ok(env, "openssl-req", req) != 0 || h_run_ok(env, "openssl-sign", sign) != 0)
+        return -1;
+    return 0;
+}
+
 /* ========================================================================== */
 /* mosquitto                                                                   */
 /* ========================================================================== */

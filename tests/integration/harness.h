@@ -132,6 +132,17 @@ void h_env_dump_logs(const h_env *env, int lines);
  * NULL if not wanted). Returns the raw wait status, or -1. */
 int h_run(h_env *env, const char *name, const char *const argv[], int timeout_ms, char **out,
           char **err);
+/* h_run with a 20 s budget (scaled): 0 only if it exited 0, else its output
+ * is logged and -1 returned. */
+int h_run_ok(h_env *env, const char *name, const char *const argv[]);
+
+/* A test PKI in the env's directory, made with /usr/bin/openssl (EC P-256,
+ * valid 2 days, a private openssl.cnf so the system's does not matter):
+ * h_pki_ca makes a self-signed CA NAME.key + NAME.crt; h_pki_leaf makes
+ * NAME.key + NAME.crt signed by the CA named ca, kind "server" (SAN
+ * 127.0.0.1 and localhost, serverAuth) or "client" (clientAuth). 0 or -1. */
+int h_pki_ca(h_env *env, const char *name, const char *subject);
+int h_pki_leaf(h_env *env, const char *ca, const char *name, const char *subject, const char *kind, int serial);
 
 /* ---- mosquitto ------------------------------------------------------------ */
 

@@ -83,19 +83,7 @@ static h_mqtt *S;
 
 /* ---- helpers ---------------------------------------------------------------- */
 
-static int run_tool(const char *name, const char *const argv[])
-{
-    char *out = NULL, *err = NULL;
-    int st = h_run(E, name, argv, h_scaled(20000), &out, &err);
-    bool ok = st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0;
-    if (!ok) {
-        char buf[64];
-        h_log("%s failed (%s): %s%s", name, h_status_str(st, buf, sizeof buf), out ? out : "", err ? err : "");
-    }
-    free(out);
-    free(err);
-    return ok ? 0 : -1;
-}
+static int run_tool(const char *name, const char *const argv[]) { return h_run_ok(E, name, argv); }
 
 /* DIR/file in a ring of buffers: valid for the next 15 calls; keep a copy
  * of anything needed longer. */
@@ -113,55 +101,10 @@ static const char *P(const char *file)
  * system's openssl.cnf does not matter. */
 static int make_pki(void)
 {
-    static const char cnf[] =
-        "[req]\n"
-        "distinguished_name = dn\n"
-        "prompt = no\n"
-        "[dn]\n"
-        "[v3_ca]\n"
-        "basicConstraints = critical,CA:TRUE\n"
-        "keyUsage = critical,keyCertSign,cRLSign\n"
-        "subjectKeyIdentifier = hash\n"
-        "[server]\n"
-        "basicConstraints = critical,CA:FALSE\n"
-        "keyUsage = critical,digitalSignature\n"
-        "extendedKeyUsage = serverAuth\n"
-        "subjectAltName = IP:127.0.0.1,DNS:localhost\n"
-        "[client]\n"
-        "basicConstraints = critical,CA:FALSE\n"
-        "keyUsage = critical,digitalSignature\n"
-        "extendedKeyUsage = clientAuth\n";
-    char cfg[PATH_MAX];
-    snprintf(cfg, sizeof cfg, "%s", P("openssl.cnf"));
-    if (h_write_file(cfg, cnf) != 0)
+    if (h_pki_ca(E, "ca", "/CN=ccgw-it-ca") != 0 || h_pki_ca(E, "other-ca", "/CN=ccgw-it-other-ca") != 0 ||
+        h_pki_leaf(E, "ca", "server", "/CN=127.0.0.1", "server", 2) != 0 ||
+        h_pki_leaf(E, "ca", "client", "/CN=ccgw-it-client", "client", 3) != 0)
         return -1;
-    static const char *const cas[][2] = {{"ca", "/CN=ccgw-it-ca"}, {"other-ca", "/CN=ccgw-it-other-ca"}};
-    for (size_t i = 0; i < 2; i++) {
-        char key[PATH_MAX], crt[PATH_MAX];
-        snprintf(key, sizeof key, "%s.key", P(cas[i][0]));
-        snprintf(crt, sizeof crt, "%s.crt", P(cas[i][0]));
-        const char *argv[] = {OPENSSL_BIN, "req", "-config", cfg, "-x509", "-newkey", "ec", "-pkeyopt",
-                              "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", crt, "-days", "2",
-                              "-subj", cas[i][1], "-extensions", "v3_ca", NULL};
-        if (run_tool("openssl-ca", argv) != 0)
-            return -1;
-    }
-    static const char *const leaves[][4] = {{"server", "/CN=127.0.0.1", "server", "2"},
-                                            {"client", "/CN=ccgw-it-client", "client", "3"}};
-    for (size_t i = 0; i < 2; i++) {
-        char key[PATH_MAX], csr[PATH_MAX], crt[PATH_MAX];
-        snprintf(key, sizeof key, "%s.key", P(leaves[i][0]));
-        snprintf(csr, sizeof csr, "%s.csr", P(leaves[i][0]));
-        snprintf(crt, sizeof crt, "%s.crt", P(leaves[i][0]));
-        const char *req[] = {OPENSSL_BIN, "req", "-config", cfg, "-new", "-newkey", "ec", "-pkeyopt",
-                             "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", csr,
-                             "-subj", leaves[i][1], NULL};
-        const char *sign[] = {OPENSSL_BIN, "x509", "-req", "-in", csr, "-CA", P("ca.crt"), "-CAkey",
-                              P("ca.key"), "-set_serial", leaves[i][3], "-days", "2", "-out", crt,
-                              "-extfile", cfg, "-extensions", leaves[i][2], NULL};
-        if (run_tool("openssl-req", req) != 0 || run_tool("openssl-sign", sign) != 0)
-            return -1;
-    }
     /* sanity: the chain verifies (so a failure below is the gateway's) */
     const char *verify[] = {OPENSSL_BIN, "verify", "-CAfile", P("ca.crt"), P("server.crt"), P("client.crt"), NULL};
     return run_tool("openssl-verify", verify);

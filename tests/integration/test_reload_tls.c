@@ -29,20 +29,6 @@ static int TLS_PORT, PLAIN_PORT;
 
 #define T_ENV H_PREFIX "/hq/env/"
 
-static int run_tool(const char *name, const char *const argv[])
-{
-    char *out = NULL, *err = NULL;
-    int st = h_run(E, name, argv, h_scaled(20000), &out, &err);
-    bool ok = st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0;
-    if (!ok) {
-        char buf[64];
-        h_log("%s failed (%s): %s%s", name, h_status_str(st, buf, sizeof buf), out ? out : "", err ? err : "");
-    }
-    free(out);
-    free(err);
-    return ok ? 0 : -1;
-}
-
 static const char *P(const char *file)
 {
     static char bufs[16][PATH_MAX];
@@ -55,39 +41,10 @@ static const char *P(const char *file)
 /* a CA, a server certificate and two client certificates it signed */
 static int make_pki(void)
 {
-    static const char cnf[] = "[req]\ndistinguished_name = dn\nprompt = no\n[dn]\n"
-                              "[v3_ca]\nbasicConstraints = critical,CA:TRUE\nkeyUsage = critical,keyCertSign,cRLSign\n"
-                              "subjectKeyIdentifier = hash\n"
-                              "[server]\nbasicConstraints = critical,CA:FALSE\nkeyUsage = critical,digitalSignature\n"
-                              "extendedKeyUsage = serverAuth\nsubjectAltName = IP:127.0.0.1,DNS:localhost\n"
-                              "[client]\nbasicConstraints = critical,CA:FALSE\nkeyUsage = critical,digitalSignature\n"
-                              "extendedKeyUsage = clientAuth\n";
-    char cfg[PATH_MAX];
-    snprintf(cfg, sizeof cfg, "%s", P("openssl.cnf"));
-    if (h_write_file(cfg, cnf) != 0)
+    if (h_pki_ca(E, "ca", "/CN=ccgw-it-ca") != 0 || h_pki_leaf(E, "ca", "server", "/CN=127.0.0.1", "server", 2) != 0 ||
+        h_pki_leaf(E, "ca", "client-a", "/CN=client-a", "client", 3) != 0 ||
+        h_pki_leaf(E, "ca", "client-b", "/CN=client-b", "client", 4) != 0)
         return -1;
-    const char *ca[] = {OPENSSL_BIN, "req", "-config", cfg, "-x509", "-newkey", "ec", "-pkeyopt",
-                        "ec_paramgen_curve:P-256", "-nodes", "-keyout", P("ca.key"), "-out", P("ca.crt"), "-days",
-                        "2", "-subj", "/CN=ccgw-it-ca", "-extensions", "v3_ca", NULL};
-    if (run_tool("openssl-ca", ca) != 0)
-        return -1;
-    static const char *const leaves[][4] = {{"server", "/CN=127.0.0.1", "server", "2"},
-                                            {"client-a", "/CN=client-a", "client", "3"},
-                                            {"client-b", "/CN=client-b", "client", "4"}};
-    for (size_t i = 0; i < 3; i++) {
-        char key[PATH_MAX], csr[PATH_MAX], crt[PATH_MAX];
-        snprintf(key, sizeof key, "%s.key", P(leaves[i][0]));
-        snprintf(csr, sizeof csr, "%s.csr", P(leaves[i][0]));
-        snprintf(crt, sizeof crt, "%s.crt", P(leaves[i][0]));
-        const char *req[] = {OPENSSL_BIN, "req", "-config", cfg, "-new", "-newkey", "ec", "-pkeyopt",
-                             "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", csr,
-                             "-subj", leaves[i][1], NULL};
-        const char *sign[] = {OPENSSL_BIN, "x509", "-req", "-in", csr, "-CA", P("ca.crt"), "-CAkey",
-                              P("ca.key"), "-set_serial", leaves[i][3], "-days", "2", "-out", crt,
-                              "-extfile", cfg, "-extensions", leaves[i][2], NULL};
-        if (run_tool("openssl-req", req) != 0 || run_tool("openssl-sign", sign) != 0)
-            return -1;
-    }
     return 0;
 }
 
