@@ -83,6 +83,7 @@ struct ccgw_instance {
     ccgw_device_t *devices;      /* list through dev->inst_next */
     size_t n_devices;
     struct ccgw_cmd *cmds;       /* live commands */
+    struct ccgw_jobq *jobqs;     /* the plugin's job queues (jobq.c), for /metrics */
     ccgw_inst_sup_t sup;         /* supervisor's (see above) */
     ccgw_bus_quota_t *quota;     /* its share of the north queue (owned by the bus) */
     char stop_reason[256];       /* devices go offline with this reason when this life ends ("" = default) */

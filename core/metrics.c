@@ -14,6 +14,7 @@
 #include "gateway.h"
 #include "http_server.h"
 #include "instance.h"
+#include "jobq.h"
 #include "mqtt_north.h"
 #include "spool.h"
 #include "supervisor.h"
@@ -95,6 +96,30 @@ static void instances(FILE *f, ccgw_gateway_t *gw)
         fputs("ccgw_instance_devices{instance=", f);
         label(f, in->cfg->id);
         fprintf(f, "} %zu\n", nd);
+    }
+    static const struct { const char *name, *type, *help; } qm[] = {
+        {"ccgw_plugin_queue_jobs", "gauge", "Jobs waiting in each plugin job queue (ccgw/jobq.h)."},
+        {"ccgw_plugin_queue_capacity", "gauge", "Capacity of each plugin job queue."},
+        {"ccgw_plugin_queue_refused_total", "counter", "Jobs refused because the plugin job queue was full."},
+    };
+    for (int m = 0; m < 3; m++) { /* one family at a time: the text format wants them grouped */
+        head(f, qm[m].name, qm[m].type, qm[m].help);
+        for (size_t i = 0; i < gw->n_instances; i++) {
+            ccgw_instance_t *in = gw->instances[i];
+            pthread_mutex_lock(&in->lock);
+            for (const ccgw_jobq_t *q = in->jobqs; q; q = ccgw_jobq_next(q)) {
+                ccgw_jobq_stats_t st;
+                ccgw_jobq_stats(q, &st);
+                uint64_t v = m == 0 ? st.jobs : m == 1 ? st.capacity : st.refused;
+                fputs(qm[m].name, f);
+                fputs("{instance=", f);
+                label(f, in->cfg->id);
+                fputs(",queue=", f);
+                label(f, st.name);
+                fprintf(f, "} %llu\n", (unsigned long long)v);
+            }
+            pthread_mutex_unlock(&in->lock);
+        }
     }
     head(f, "ccgw_commands_total", "counter",
          "Commands routed to each instance: in, and answered ok, failed or timeout.");

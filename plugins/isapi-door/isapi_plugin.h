@@ -8,10 +8,11 @@
  *    worker thread (started in start(), joined in stop()). The worker owns
  *    a libcurl multi handle with the long-lived alertStream transfer and at
  *    most one command transfer (PUT RemoteControl/door/N) at a time. It
- *    waits in curl_multi_poll() with the terminal's eventfd as an extra fd,
- *    so stop() and a queued command wake it at once.
+ *    waits in curl_multi_poll() with the terminal's eventfd and its job
+ *    queue's fd (ccgw/jobq.h, ISAPI_QUEUE_LEN commands; more: `busy`) as
+ *    extra fds, so stop() and a queued command wake it at once.
  *  - Fields marked "worker" are touched only by the worker; the mutex
- *    guards `stop` and the command queue.
+ *    guards `stop`.
  *  - The instance thread runs create/start/stop/destroy and command(); the
  *    latter checks arguments and enqueues (bounded: `busy` when full).
  * Strings (`const char *`) point into the option nodes, which the core keeps
@@ -93,8 +94,7 @@ struct isapi_term {
     pthread_mutex_t lock;
     bool lock_init;
     bool stop;              /* under lock */
-    isapi_job_t *queue[ISAPI_QUEUE_LEN];
-    size_t q_head, q_len;   /* under lock */
+    ccgw_jobq_t *jobs;      /* door commands (instance thread -> worker), ISAPI_QUEUE_LEN */
 
     bool offline_h;         /* health, under isapi.lock */
 };

@@ -5,7 +5,8 @@
  * commands (PUT /ISAPI/AccessControl/RemoteControl/door/N).
  *
  * The worker owns a curl multi handle with the stream and at most one PUT.
- * It sleeps in curl_multi_poll() with the terminal's eventfd as extra fd.
+ * It sleeps in curl_multi_poll() with two extra fds: the terminal's eventfd
+ * (stop) and its job queue's (ccgw/jobq.h: a queued door command).
  * Threads: the worker calls only the SDK's thread-safe calls (emit calls,
  * ccgw_cmd_reply_*, ccgw_instance_health, ccgw_log).
  */
@@ -499,19 +500,6 @@ static void put_done(isapi_term_t *t, CURLcode rc)
     free(job);
 }
 
-static isapi_job_t *pop_job(isapi_term_t *t)
-{
-    isapi_job_t *j = NULL;
-    pthread_mutex_lock(&t->lock);
-    if (t->q_len) {
-        j = t->queue[t->q_head];
-        t->q_head = (t->q_head + 1) % ISAPI_QUEUE_LEN;
-        t->q_len--;
-    }
-    pthread_mutex_unlock(&t->lock);
-    return j;
-}
-
 /* ---- the worker ---------------------------------------------------------------------------- */
 
 static void *worker(void *arg)
@@ -524,7 +512,7 @@ static void *worker(void *arg)
     while (!stopping(t)) {
         uint64_t now = mono_ms();
         if (!t->put) {
-            isapi_job_t *job = pop_job(t);
+            isapi_job_t *job = ccgw_jobq_pop(t->jobs);
             if (job) {
                 put_start(t, job);
             } else if (t->relock_at_ms && now >= t->relock_at_ms) {
@@ -573,11 +561,14 @@ static void *worker(void *arg)
             wait = 0;
         if (t->relock_at_ms && !t->put)
             wait = t->relock_at_ms > now ? (t->relock_at_ms - now < wait ? t->relock_at_ms - now : wait) : 0;
-        struct curl_waitfd wfd = {.fd = t->wake_fd, .events = CURL_WAIT_POLLIN};
-        curl_multi_poll(multi, &wfd, 1, (int)wait, NULL);
-        if (wfd.revents) {
+        /* the job queue's fd is readable while jobs wait: watched only when
+         * the worker is free to start one */
+        struct curl_waitfd wfd[2] = {{.fd = t->wake_fd, .events = CURL_WAIT_POLLIN},
+                                     {.fd = ccgw_jobq_fd(t->jobs), .events = CURL_WAIT_POLLIN}};
+        curl_multi_poll(multi, wfd, t->put ? 1 : 2, (int)wait, NULL);
+        if (wfd[0].revents) {
             uint64_t v;
-            ssize_t r = read(t->wake_fd, &v, sizeof v);
+            ssize_t r = read(wfd[0].fd, &v, sizeof v);
             (void)r;
         }
     }
@@ -598,13 +589,10 @@ static void *worker(void *arg)
 
 /* ---- start / stop / enqueue ------------------------------------------------------------------ */
 
-static void fail_queued(isapi_term_t *t, const char *why)
+static void refuse_job(void *job, void *why)
 {
-    isapi_job_t *job;
-    while ((job = pop_job(t)) != NULL) {
-        job_reply_error(job, CCGW_CMD_E_DEVICE_ERROR, why);
-        free(job);
-    }
+    job_reply_error(job, CCGW_CMD_E_DEVICE_ERROR, why);
+    free(job);
 }
 
 static void term_stop(isapi_term_t *t)
@@ -613,11 +601,13 @@ static void term_stop(isapi_term_t *t)
         pthread_mutex_lock(&t->lock);
         t->stop = true;
         pthread_mutex_unlock(&t->lock);
+        ccgw_jobq_close(t->jobs);
         wake(t);
         pthread_join(t->thread, NULL);
         t->thread_started = false;
     }
-    fail_queued(t, "instance stopping");
+    ccgw_jobq_free(t->jobs, refuse_job, (void *)"instance stopping");
+    t->jobs = NULL;
     if (t->multi) {
         curl_multi_cleanup((CURLM *)t->multi);
         t->multi = NULL;
@@ -634,13 +624,13 @@ int isapi_terms_start(isapi_t *d)
     for (size_t i = 0; i < d->n_terms; i++) {
         isapi_term_t *t = &d->terms[i];
         t->stop = false;
-        t->q_head = t->q_len = 0;
+        t->jobs = ccgw_jobq_new(d->inst, t->id, ISAPI_QUEUE_LEN);
         t->online = -1;
         t->reason[0] = '\0';
         t->relock_at_ms = 0;
         t->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
         t->multi = curl_multi_init();
-        bool ok = t->wake_fd >= 0 && t->multi &&
+        bool ok = t->jobs && t->wake_fd >= 0 && t->multi &&
                   isapi_stream_init(&t->parser, NULL, t->max_part, on_part, t) == 0;
         if (!ok || pthread_create(&t->thread, NULL, worker, t) != 0) {
             CCGW_ERROR(d->inst, "isapi-door: cannot start the worker for %s", t->id);
@@ -662,6 +652,7 @@ void isapi_terms_stop(isapi_t *d)
             pthread_mutex_lock(&t->lock);
             t->stop = true;
             pthread_mutex_unlock(&t->lock);
+            ccgw_jobq_close(t->jobs);
             wake(t);
         }
     }
@@ -671,18 +662,5 @@ void isapi_terms_stop(isapi_t *d)
 
 int isapi_term_enqueue(isapi_term_t *t, isapi_job_t *job)
 {
-    int rc = CCGW_OK;
-    pthread_mutex_lock(&t->lock);
-    if (!t->thread_started || t->stop)
-        rc = CCGW_ESTOPPED;
-    else if (t->q_len >= ISAPI_QUEUE_LEN)
-        rc = CCGW_EFULL;
-    else {
-        t->queue[(t->q_head + t->q_len) % ISAPI_QUEUE_LEN] = job;
-        t->q_len++;
-    }
-    pthread_mutex_unlock(&t->lock);
-    if (rc == CCGW_OK)
-        wake(t);
-    return rc;
+    return t->thread_started && t->jobs ? ccgw_jobq_push(t->jobs, job) : CCGW_ESTOPPED;
 }

@@ -1116,21 +1116,12 @@ int mb_build(mb_instance_t *mb, const ccgw_config_t *options)
     if (dg.errors)
         return CCGW_EINVAL;
 
-    pthread_condattr_t ca;
-    if (pthread_condattr_init(&ca) != 0)
-        return CCGW_ENOMEM;
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     for (size_t l = 0; l < mb->n_links; l++) {
         mb_link_t *lk = &mb->links[l];
         if (pthread_mutex_init(&lk->lock, NULL) != 0)
             break;
-        if (pthread_cond_init(&lk->cond, &ca) != 0) {
-            pthread_mutex_destroy(&lk->lock);
-            break;
-        }
         lk->sync_init = true;
     }
-    pthread_condattr_destroy(&ca);
     for (size_t l = 0; l < mb->n_links; l++) {
         if (!mb->links[l].sync_init)
             return CCGW_ENOMEM;
@@ -1160,10 +1151,8 @@ void mb_free_config(mb_instance_t *mb)
     mb->n_devices = 0;
     for (size_t l = 0; mb->links && l < mb->n_links; l++) {
         mb_link_t *lk = &mb->links[l];
-        if (lk->sync_init) {
-            pthread_cond_destroy(&lk->cond);
+        if (lk->sync_init)
             pthread_mutex_destroy(&lk->lock);
-        }
         free(lk->devices);
     }
     free(mb->links);

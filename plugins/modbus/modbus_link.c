@@ -3,8 +3,9 @@
  *
  * A link is one libmodbus context: a TCP device's own connection, or an RTU
  * serial line shared by its devices (half-duplex: one request at a time).
- * Its worker alone uses the context. It sleeps on the link's condition
- * variable until the next device is due or a write is queued, so a silent
+ * Its worker alone uses the context. It sleeps on the link's job queue of
+ * writes (ccgw/jobq.h, MB_WRITE_QUEUE_LEN; at the limit a write is answered
+ * `busy`) until the next device is due or a write is queued, so a silent
  * device only ever delays devices on the same link, and stop() wakes it at
  * once. stop() also shuts down the socket of a TCP request in flight, so it
  * does not wait out a response timeout.
@@ -679,11 +680,9 @@ static void *link_main(void *arg)
 
     pthread_mutex_lock(&l->lock);
     while (!l->stop) {
-        if (l->q_len) {
-            mb_write_t *w = l->queue[l->q_head];
-            l->q_head = (l->q_head + 1) % MB_WRITE_QUEUE_LEN;
-            l->q_len--;
-            pthread_mutex_unlock(&l->lock);
+        pthread_mutex_unlock(&l->lock);
+        mb_write_t *w = ccgw_jobq_pop(l->writes);
+        if (w) {
             do_write(l, w);
             pthread_mutex_lock(&l->lock);
             continue;
@@ -700,24 +699,34 @@ static void *link_main(void *arg)
         }
         if (due) {
             uint64_t planned = due->next_poll_ms;
-            pthread_mutex_unlock(&l->lock);
             poll_device(l, due);
-            pthread_mutex_lock(&l->lock);
             /* Keep the cadence; after an overrun go on at once, without a
              * burst of make-up polls. (planned is 0 after a write.) */
             uint64_t after = mono_ms();
             uint64_t n = (planned ? planned : now) + due->poll_interval_ms;
             due->next_poll_ms = n > after ? n : after;
+            pthread_mutex_lock(&l->lock);
             continue;
         }
-        struct timespec ts;
-        ts.tv_sec = (time_t)(next / 1000u);
-        ts.tv_nsec = (long)((next % 1000u) * 1000000u);
-        pthread_cond_timedwait(&l->cond, &l->lock, &ts);
+        /* nothing due: sleep until the next poll, a write or stop() (which
+         * closes the queue) */
+        uint64_t wait = next == UINT64_MAX ? 0 : next - now;
+        w = ccgw_jobq_wait(l->writes, next == UINT64_MAX ? -1 : wait > 600000u ? 600000 : (int)wait);
+        if (w)
+            do_write(l, w);
+        pthread_mutex_lock(&l->lock);
     }
     pthread_mutex_unlock(&l->lock);
     link_drop(l);
     return NULL;
+}
+
+static void refuse_write(void *job, void *ctx)
+{
+    (void)ctx;
+    mb_write_t *w = job;
+    ccgw_cmd_reply_error(w->cmd, CCGW_CMD_E_DEVICE_ERROR, "instance stopping");
+    free(w);
 }
 
 static int link_open(mb_link_t *l)
@@ -761,7 +770,12 @@ int mb_links_start(mb_instance_t *mb)
         }
         l->stop = false;
         l->busy_fd = -1;
-        l->q_head = l->q_len = 0;
+        l->writes = ccgw_jobq_new(mb->inst, l->name, MB_WRITE_QUEUE_LEN);
+        if (!l->writes) {
+            link_close(l);
+            mb_links_stop(mb);
+            return CCGW_ENOMEM;
+        }
         l->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         if (l->wake_fd < 0) {
             LOG_ERROR(l, "%s: eventfd: %s", l->name, strerror(errno));
@@ -805,8 +819,8 @@ void mb_links_stop(mb_instance_t *mb)
             ssize_t wr = write(l->wake_fd, &one, sizeof one);
             (void)wr;
         }
-        pthread_cond_signal(&l->cond);
         pthread_mutex_unlock(&l->lock);
+        ccgw_jobq_close(l->writes); /* refuses new writes, wakes the worker */
     }
     for (size_t i = 0; i < mb->n_links; i++) {
         mb_link_t *l = &mb->links[i];
@@ -815,13 +829,8 @@ void mb_links_stop(mb_instance_t *mb)
             l->thread_started = false;
         }
         /* Writes still queued get their reply now: none may come later. */
-        while (l->q_len) {
-            mb_write_t *w = l->queue[l->q_head];
-            l->q_head = (l->q_head + 1) % MB_WRITE_QUEUE_LEN;
-            l->q_len--;
-            ccgw_cmd_reply_error(w->cmd, CCGW_CMD_E_DEVICE_ERROR, "instance stopping");
-            free(w);
-        }
+        ccgw_jobq_free(l->writes, refuse_write, NULL);
+        l->writes = NULL;
         link_close(l);
         if (l->wake_fd >= 0) {
             close(l->wake_fd);
@@ -832,17 +841,5 @@ void mb_links_stop(mb_instance_t *mb)
 
 int mb_link_enqueue(mb_link_t *l, mb_write_t *w)
 {
-    int rc = CCGW_OK;
-    pthread_mutex_lock(&l->lock);
-    if (l->stop || !l->thread_started)
-        rc = CCGW_ESTOPPED;
-    else if (l->q_len >= MB_WRITE_QUEUE_LEN)
-        rc = CCGW_EFULL;
-    else {
-        l->queue[(l->q_head + l->q_len) % MB_WRITE_QUEUE_LEN] = w;
-        l->q_len++;
-        pthread_cond_signal(&l->cond);
-    }
-    pthread_mutex_unlock(&l->lock);
-    return rc;
+    return l->writes ? ccgw_jobq_push(l->writes, w) : CCGW_ESTOPPED;
 }

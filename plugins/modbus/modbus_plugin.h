@@ -161,12 +161,10 @@ struct mb_link {
     bool thread_started;
     int wake_fd; /* eventfd: stop() makes it readable to cut a TCP connect short */
     pthread_mutex_t lock;
-    pthread_cond_t cond;
     bool sync_init;
     bool stop;   /* under lock */
     int busy_fd; /* under lock: TCP socket of a request in flight, else -1 */
-    mb_write_t *queue[MB_WRITE_QUEUE_LEN];
-    size_t q_head, q_len;
+    ccgw_jobq_t *writes; /* pending writes (instance thread -> worker), MB_WRITE_QUEUE_LEN */
 };
 
 struct mb_instance {

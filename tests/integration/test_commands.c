@@ -9,11 +9,15 @@
  *    malformed JSON, not an object -> bad_arguments; unknown command ->
  *    unknown_command; unknown device (or wrong class) -> unknown_device;
  *  - the aliases hvac.stop / hvac.start change `running` in the state;
+ *  - a device that stops answering (simulator SIGSTOPped): 16 writes wait in
+ *    the link's job queue, the ones beyond it are answered `busy` at once,
+ *    and every write gets exactly one reply;
  *  - exactly one reply per command, and the gateway keeps running.
  */
 #include "harness.h"
 
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -274,6 +278,47 @@ static int cmp_int(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+static bool error_code_is(const h_msg *m, const void *ud)
+{
+    json_t *e = m->json ? json_object_get(m->json, "error") : NULL;
+    return e && h_json_str_is(e, "code", ud);
+}
+
+/* MB_WRITE_QUEUE_LEN (16) writes wait; with one in flight, 24 sent make at
+ * least 7 busy replies */
+static void busy_when_the_write_queue_is_full(void **state)
+{
+    (void)state;
+    enum { N = 24 };
+    size_t from = h_mqtt_mark(P);
+    h_proc_signal(W.sim->proc, SIGSTOP);
+    for (int i = 0; i < N; i++) {
+        char payload[96], corr[32];
+        snprintf(payload, sizeof payload, "{\"point\":\"setpoint.cooling\",\"value\":%d}", 20 + i % 5);
+        int clen = snprintf(corr, sizeof corr, "busy-%d", i);
+        H_ASSERT(h_mqtt_pub(P, T_AC "/cmd/write", payload, (int)strlen(payload), 1, false, "it/replies/busy", corr,
+                            clen) == 0,
+                 "publish %d", i);
+        g_sent_rt++;
+    }
+    const h_msg *busy[N];
+    H_EXPECT_PRED(P, from, "it/replies/busy", error_code_is, "busy", "a busy reply", h_scaled(3000));
+    h_sleep_ms(200);
+    size_t nb = h_mqtt_collect(P, from, "it/replies/busy", error_code_is, "busy", busy, N);
+    h_proc_signal(W.sim->proc, SIGCONT);
+    h_log("%zu of %d writes answered busy while the device was stopped", nb, N);
+    H_ASSERT(nb >= N - 17 && nb < N, "busy replies: %zu (expected %d..%d)", nb, N - 17, N - 1);
+    H_ASSERT(strstr(busy[0]->payload, "writes already pending"), "busy message: %s", busy[0]->payload);
+    /* the queued ones complete (ok, or a timeout for the one cut off), one reply each */
+    int64_t t0 = h_now_ms();
+    size_t all = 0;
+    while ((all = h_mqtt_collect(P, from, "it/replies/busy", NULL, NULL, NULL, 0)) < N && h_now_ms() - t0 < h_scaled(15000))
+        h_sleep_ms(100);
+    H_ASSERT(all == N, "%zu replies for %d writes", all, N);
+    /* and the device is polled again */
+    H_EXPECT(W.sub, h_mqtt_mark(W.sub), T_AC "/telemetry", "{}", h_scaled(3000));
+}
+
 static void one_reply_each_and_still_running(void **state)
 {
     /* let any duplicate arrive behind one more round trip */
@@ -319,6 +364,7 @@ int main(void)
         cmocka_unit_test(errors),
         cmocka_unit_test(read_only_point),
         cmocka_unit_test(aliases_stop_start),
+        cmocka_unit_test(busy_when_the_write_queue_is_full),
         cmocka_unit_test(one_reply_each_and_still_running),
     };
     int failed = cmocka_run_group_tests_name("integration.commands", tests, group_setup, group_teardown);

@@ -79,13 +79,13 @@ static void test_old_minor_loads_with_missing_fields_null(void **st)
 
 static void test_bad_abi_major(void **st)
 {
-    const char *parts[] = {"ABI 2.", "ABI 1.1", "rebuild", NULL};
+    const char *parts[] = {"ABI 2.", "ABI 1.2", "rebuild", NULL};
     expect_refused(*st, "bad_abi_major", parts);
 }
 
 static void test_newer_minor(void **st)
 {
-    const char *parts[] = {"needs plugin ABI 1.2", "ABI 1.1", NULL};
+    const char *parts[] = {"needs plugin ABI 1.3", "ABI 1.2", NULL};
     expect_refused(*st, "newer_minor", parts);
 }
 

@@ -20,6 +20,7 @@
 #include "ccgw/command.h"
 #include "ccgw/device.h"
 #include "ccgw/instance.h"
+#include "ccgw/jobq.h"
 #include "ccgw/plugin.h"
 
 #endif /* CCGW_CCGW_H */
