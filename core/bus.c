@@ -20,6 +20,15 @@
  * in place, so the steady state allocates and frees nothing and leaves no
  * holes in the heap; a bigger one goes to its own allocation (payload then
  * points there) until one fits again.
+ *
+ * Entries are never removed while the bus lives, so they are carved one
+ * after the other out of blocks of CACHE_BLOCK bytes (cache_alloc): no
+ * malloc header or rounding per entry, and the entries of 100,000 devices
+ * do not sit between the queue's short-lived messages, whose memory, once
+ * they are delivered, then coalesces and goes back to the system instead of
+ * staying behind as holes the size of a message (about 200 bytes a device
+ * in the 100,000-device benchmark). An entry bigger than a quarter of a
+ * block gets its own allocation (`own`).
  */
 struct ccgw_retained {
     ccgw_retained_t *hnext;         /* hash chain */
@@ -28,6 +37,7 @@ struct ccgw_retained {
     uint8_t kind;                   /* ccgw_kind_t */
     uint8_t qos;
     bool dirty;
+    bool own;                       /* its own allocation, not in a block */
     uint32_t icap;                  /* the payload room behind the topic */
     uint64_t version;               /* of the payload held */
     uint64_t published_version;     /* last version handed to the sink */
@@ -37,6 +47,13 @@ struct ccgw_retained {
 };
 
 #define CACHE_SLACK 16 /* payload room beyond the first payload (seq digits, reasons) */
+#define CACHE_BLOCK (256u * 1024u) /* above glibc's mmap threshold: pages become resident as used */
+
+typedef struct cache_block {
+    struct cache_block *next;
+    size_t used;
+    _Alignas(16) char data[];
+} cache_block_t;
 
 struct ccgw_bus {
     pthread_mutex_t lock;          /* queue, dirty list, stats */
@@ -65,6 +82,7 @@ struct ccgw_bus {
     size_t n_buckets, n_entries;
     ccgw_retained_t *first, *last;
     ccgw_retained_t *dirty_head, *dirty_tail;
+    cache_block_t *blocks;         /* the entries' memory (newest block first) */
     ccgw_bus_stats_t st;
 };
 
@@ -256,11 +274,35 @@ static int cache_set_payload(ccgw_retained_t *e, const char *payload, size_t len
     return CCGW_OK;
 }
 
+/* Zeroed memory for an entry of n bytes. Called with cache_lock held. */
+static ccgw_retained_t *cache_alloc(ccgw_bus_t *b, size_t n)
+{
+    n = (n + 15u) & ~(size_t)15u;
+    if (n > CACHE_BLOCK / 4) {
+        ccgw_retained_t *e = calloc(1, n);
+        if (e)
+            e->own = true;
+        return e;
+    }
+    cache_block_t *k = b->blocks;
+    if (!k || k->used + n > CACHE_BLOCK - offsetof(cache_block_t, data)) {
+        k = calloc(1, CACHE_BLOCK);
+        if (!k)
+            return NULL;
+        k->next = b->blocks;
+        b->blocks = k;
+    }
+    ccgw_retained_t *e = (ccgw_retained_t *)(void *)(k->data + k->used);
+    k->used += n;
+    return e;
+}
+
 static void cache_entry_free(ccgw_retained_t *e)
 {
     if (e->payload != cache_room(e))
         free(e->payload);
-    free(e);
+    if (e->own)
+        free(e);
 }
 
 /* The entry of topic, created (with room for a payload of `len` bytes) when
@@ -276,7 +318,7 @@ static ccgw_retained_t *cache_get(ccgw_bus_t *b, const char *topic, ccgw_kind_t 
     size_t icap = len + CACHE_SLACK;
     if (icap > UINT32_MAX - 1)
         icap = 0; /* a huge first payload gets its own allocation */
-    ccgw_retained_t *e = calloc(1, sizeof *e + tl + 1 + icap + 1);
+    ccgw_retained_t *e = cache_alloc(b, sizeof *e + tl + 1 + icap + 1);
     if (!e)
         return NULL;
     memcpy(e->topic, topic, tl + 1);
@@ -903,6 +945,11 @@ void ccgw_bus_free(ccgw_bus_t *b)
         ccgw_retained_t *n = e->next;
         cache_entry_free(e);
         e = n;
+    }
+    while (b->blocks) {
+        cache_block_t *k = b->blocks;
+        b->blocks = k->next;
+        free(k);
     }
     free(b->buckets);
     while (b->quotas) {
