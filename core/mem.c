@@ -10,7 +10,7 @@
 #include <malloc.h>
 #endif
 
-#define MEM_CHECK_MS 5000u
+#define MEM_CHECK_MS 2000u
 #define MEM_TRIM_MIN_FREE (4u << 20) /* trim when at least 4 MiB are free in the heaps */
 
 static uint64_t last_check_ms;
