@@ -38,43 +38,92 @@ typedef struct alarm {
     const ccgw_alarm_rule_t *rule;  /* raised by this rule; NULL: by the plugin */
 } alarm_t;
 
+/*
+ * One allocation per device, its key ("class/id") inline: 100,000 devices
+ * are the scale goal (docs/architecture.md, memory), so nothing here is
+ * derived data that can be rebuilt cheaply when a message is encoded: the
+ * topics ({site_base}/{key}/...) are formatted on the stack and the
+ * envelope's constant members come from the instance (env_head/env_tail,
+ * instance.h). A device that never has attributes, alarms or extra commands
+ * costs sizeof(struct ccgw_device) + its key, rounded up to 16 bytes (192
+ * bytes for a 14-character id on x86-64).
+ *
+ * That memory comes from the registry's blocks of DEV_BLOCK bytes
+ * (dev_alloc), with one free list per 16-byte size for devices removed when
+ * an instance stops (the next life declares them again): no malloc header
+ * per device, and 100,000 devices do not sit between the bus's short-lived
+ * messages, which would otherwise leave holes the size of a message behind
+ * each device once delivered (docs/architecture.md, memory).
+ */
+#define DEV_KINDS (CCGW_KIND_REPLY + 1) /* the kinds a device numbers: state..reply */
+
 struct ccgw_device {
     ccgw_device_t *reg_next;  /* registry chain */
     ccgw_device_t *inst_next; /* instance's list */
     ccgw_instance_t *inst;
-    ccgw_gateway_t *gw;
-    /* class_name points into classes[]; topic_base, state_topic and env share
-     * one allocation (topic_base), key and id point into topic_base */
-    const char *class_name;
-    char *id, *key;
     void *user;
+    char *reason;      /* NULL when online; reason_starting is static */
     const ccgw_command_spec_t **extra; /* EXTRA_MAX slots, allocated on first use */
-    size_t n_extra;
+    attr_t *attrs;
+    alarm_t *alarms;
+    uint32_t n_attrs, cap_attrs;
+    uint32_t n_alarms, cap_alarms;
     pthread_mutex_t lock;
-    uint64_t seq[CCGW_KIND__COUNT];
+    uint64_t seq[DEV_KINDS];
+    uint8_t class_idx; /* classes[] */
+    uint8_t id_off;    /* the id is key + id_off */
+    uint8_t n_extra;
     bool online;
     bool has_rules;    /* some alarm rule applies to this device */
-    char *reason;
-    attr_t *attrs;
-    size_t n_attrs, cap_attrs;
-    alarm_t *alarms;
-    size_t n_alarms, cap_alarms;
-    char *topic_base;  /* {prefix}/{site}/{class}/{device} */
-    char *state_topic;
-    char *env;         /* pre-encoded "site":..,"class":..,"device":..,"instance":..,"boot":.. */
-    size_t env_len;
+    char key[];        /* "class/id" */
 };
+
+#define DEV_BLOCK (256u * 1024u) /* above glibc's mmap threshold: pages become resident as used */
+#define DEV_MAX_BYTES 512u        /* > sizeof(struct ccgw_device) + the longest key (10 + 1 + 64 + 1) */
+
+typedef struct dev_block {
+    struct dev_block *next;
+    size_t used;
+    _Alignas(16) char data[];
+} dev_block_t;
+
+typedef struct dev_free {
+    struct dev_free *next;
+} dev_free_t;
 
 struct ccgw_registry {
     pthread_rwlock_t lock;
     ccgw_device_t **buckets;
     size_t n_buckets, count;
+    pthread_mutex_t mem_lock;                  /* blocks, free lists */
+    dev_block_t *blocks;                       /* newest first */
+    dev_free_t *free_by_size[DEV_MAX_BYTES / 16 + 1];
 };
 
 #define EXTRA_MAX 8
 
 static const char *const classes[] = {"ups",      "hvac",       "env", "door", "pbx", "sms", "fax",
                                       "incident", "conference", NULL};
+static char reason_starting[] = "starting"; /* the first reason of every device: not allocated */
+
+static inline const char *dev_id(const ccgw_device_t *d) { return d->key + d->id_off; }
+static inline const char *dev_class(const ccgw_device_t *d) { return classes[d->class_idx]; }
+static inline ccgw_gateway_t *dev_gw(const ccgw_device_t *d) { return d->inst->gw; }
+
+static void reason_free(ccgw_device_t *d)
+{
+    if (d->reason != reason_starting)
+        free(d->reason);
+    d->reason = NULL;
+}
+
+/* "{site_base}/{class}/{id}{suffix}" into topic (len >= 512; longer is cut,
+ * as before: ids are <= 64, suffixes short). */
+static void dev_topic(const ccgw_device_t *d, const char *suffix, char *topic, size_t len)
+{
+    snprintf(topic, len, "%s/%s%s", dev_gw(d)->site_base, d->key, suffix);
+}
+
 static const char *const reserved_attrs[] = {"ts",   "site", "class",  "device", "instance",
                                              "boot", "seq",  "online", "reason", NULL};
 
@@ -124,7 +173,51 @@ ccgw_registry_t *ccgw_registry_new(void)
         return NULL;
     }
     pthread_rwlock_init(&r->lock, NULL);
+    pthread_mutex_init(&r->mem_lock, NULL);
     return r;
+}
+
+static size_t dev_bytes(size_t key_len) { return (sizeof(struct ccgw_device) + key_len + 1 + 15u) & ~(size_t)15u; }
+
+/* Zeroed memory for a device with a key of key_len bytes, or NULL. */
+static ccgw_device_t *dev_alloc(ccgw_registry_t *r, size_t key_len)
+{
+    size_t n = dev_bytes(key_len);
+    if (n > DEV_MAX_BYTES)
+        return NULL;
+    void *p = NULL;
+    pthread_mutex_lock(&r->mem_lock);
+    dev_free_t **fl = &r->free_by_size[n / 16];
+    if (*fl) {
+        p = *fl;
+        *fl = (*fl)->next;
+        memset(p, 0, n);
+    } else {
+        dev_block_t *k = r->blocks;
+        if (!k || k->used + n > DEV_BLOCK - offsetof(dev_block_t, data)) {
+            k = calloc(1, DEV_BLOCK);
+            if (k) {
+                k->next = r->blocks;
+                r->blocks = k;
+            }
+        }
+        if (k) {
+            p = k->data + k->used;
+            k->used += n;
+        }
+    }
+    pthread_mutex_unlock(&r->mem_lock);
+    return p;
+}
+
+static void dev_release(ccgw_registry_t *r, ccgw_device_t *d)
+{
+    size_t n = dev_bytes(strlen(d->key));
+    dev_free_t *f = (dev_free_t *)(void *)d;
+    pthread_mutex_lock(&r->mem_lock);
+    f->next = r->free_by_size[n / 16];
+    r->free_by_size[n / 16] = f;
+    pthread_mutex_unlock(&r->mem_lock);
 }
 
 void ccgw_registry_free(ccgw_registry_t *r)
@@ -132,6 +225,14 @@ void ccgw_registry_free(ccgw_registry_t *r)
     if (!r)
         return;
     free(r->buckets); /* devices are freed with their instances */
+    /* their memory too, unless devices are left: those of an instance whose
+     * thread was abandoned (stuck in a plugin call) may still be used */
+    while (r->count == 0 && r->blocks) {
+        dev_block_t *k = r->blocks;
+        r->blocks = k->next;
+        free(k);
+    }
+    pthread_mutex_destroy(&r->mem_lock);
     pthread_rwlock_destroy(&r->lock);
     free(r);
 }
@@ -190,6 +291,49 @@ int ccgw_registry_with(ccgw_registry_t *r, const char *class_name, const char *i
 
 static char *dup_str(const char *s) { return s ? strdup(s) : NULL; }
 
+/*
+ * The envelope's members after ts: "site":..,"class":..,"device":..,
+ * "instance":..,"boot":.. - the instance's pre-encoded head and tail around
+ * the class and id, which need no escaping ([a-z0-9_.-], checked by
+ * ccgw_device_add()): one raw copy, as the per-device pre-encoded string it
+ * replaces (about 96 bytes a device), with the same bytes.
+ */
+static void env_members(ccgw_jw_t *w, const ccgw_device_t *d)
+{
+    const ccgw_instance_t *inst = d->inst;
+    const char *cls = dev_class(d), *id = dev_id(d);
+    size_t cl = d->id_off - 1u, il = strlen(id);
+    static const char mid[] = "\",\"device\":\"";
+    size_t n = inst->env_head_len + cl + sizeof mid - 1 + il + inst->env_tail_len;
+    char buf[768];
+    if (inst->env_head && n <= sizeof buf) {
+        char *o = buf;
+        memcpy(o, inst->env_head, inst->env_head_len);
+        o += inst->env_head_len;
+        memcpy(o, cls, cl);
+        o += cl;
+        memcpy(o, mid, sizeof mid - 1);
+        o += sizeof mid - 1;
+        memcpy(o, id, il);
+        o += il;
+        memcpy(o, inst->env_tail, inst->env_tail_len);
+        ccgw_jw_raw_members(w, buf, n);
+        return;
+    }
+    /* no pre-encoded parts (out of memory at instance creation), or a site
+     * or instance id too long for the buffer: encode them here */
+    ccgw_jw_key(w, "site");
+    ccgw_jw_string(w, dev_gw(d)->cfg->site);
+    ccgw_jw_key(w, "class");
+    ccgw_jw_string(w, cls);
+    ccgw_jw_key(w, "device");
+    ccgw_jw_string(w, id);
+    ccgw_jw_key(w, "instance");
+    ccgw_jw_string(w, inst->cfg->id);
+    ccgw_jw_key(w, "boot");
+    ccgw_jw_string(w, dev_gw(d)->boot);
+}
+
 static void begin_envelope(ccgw_jw_t *w, ccgw_device_t *d, ccgw_kind_t kind)
 {
     char ts[CCGW_TS_LEN];
@@ -197,9 +341,9 @@ static void begin_envelope(ccgw_jw_t *w, ccgw_device_t *d, ccgw_kind_t kind)
     ccgw_jw_begin_object(w);
     ccgw_jw_key(w, "ts");
     ccgw_jw_string(w, ts);
-    ccgw_jw_raw_members(w, d->env, d->env_len);
+    env_members(w, d);
     ccgw_jw_key(w, "seq");
-    ccgw_jw_uint(w, ++d->seq[kind]);
+    ccgw_jw_uint(w, (unsigned)kind < DEV_KINDS ? ++d->seq[kind] : 0); /* only device kinds come here */
 }
 
 static int qos_for(ccgw_gateway_t *gw, ccgw_kind_t k)
@@ -288,11 +432,11 @@ static int push_payload(ccgw_device_t *d, ccgw_kind_t kind, const char *topic, c
         count(d, kind, CCGW_ENOMEM);
         return CCGW_ENOMEM;
     }
-    ccgw_msg_t *m = ccgw_msg_new(kind, qos_for(d->gw, kind), topic, w->buf, w->len, NULL, 0);
+    ccgw_msg_t *m = ccgw_msg_new(kind, qos_for(dev_gw(d), kind), topic, w->buf, w->len, NULL, 0);
     writer_give(w);
     if (m)
         m->quota = d->inst->quota; /* the instance's share of the queue (bus.h) */
-    int rc = ccgw_bus_push(d->gw->bus, m);
+    int rc = ccgw_bus_push(dev_gw(d)->bus, m);
     count(d, kind, rc);
     return rc;
 }
@@ -304,7 +448,7 @@ static int retain_payload(ccgw_device_t *d, ccgw_kind_t kind, const char *topic,
         count(d, kind, CCGW_ENOMEM);
         return CCGW_ENOMEM;
     }
-    int rc = ccgw_bus_retain(d->gw->bus, kind, qos_for(d->gw, kind), topic, w->buf, w->len);
+    int rc = ccgw_bus_retain(dev_gw(d)->bus, kind, qos_for(dev_gw(d), kind), topic, w->buf, w->len);
     ccgw_jw_free(w);
     count(d, kind, rc);
     return rc;
@@ -315,24 +459,24 @@ static bool values_ok(ccgw_device_t *d, const char *what, const ccgw_value_t *v,
 {
     if (n && !v) {
         ccgw_log_tagged(CCGW_LOG_ERROR, d->inst->tag, NULL, 0, "%s for %s/%s: NULL values with n=%zu",
-                        what, d->class_name, d->id, n);
+                        what, dev_class(d), dev_id(d), n);
         return false;
     }
     if (depth > 8) {
         ccgw_log_tagged(CCGW_LOG_ERROR, d->inst->tag, NULL, 0, "%s for %s/%s: nested deeper than 8",
-                        what, d->class_name, d->id);
+                        what, dev_class(d), dev_id(d));
         return false;
     }
     for (size_t i = 0; i < n; i++) {
         if (!ccgw_valid_name(v[i].name, true)) {
             ccgw_log_tagged(CCGW_LOG_ERROR, d->inst->tag, NULL, 0,
                             "%s for %s/%s: bad value name '%s' (want [A-Za-z0-9_.-]+)", what,
-                            d->class_name, d->id, v[i].name ? v[i].name : "(null)");
+                            dev_class(d), dev_id(d), v[i].name ? v[i].name : "(null)");
             return false;
         }
         if ((unsigned)v[i].type > CCGW_VAL_OBJECT) {
             ccgw_log_tagged(CCGW_LOG_ERROR, d->inst->tag, NULL, 0, "%s for %s/%s: '%s' has bad type %d",
-                            what, d->class_name, d->id, v[i].name, (int)v[i].type);
+                            what, dev_class(d), dev_id(d), v[i].name, (int)v[i].type);
             return false;
         }
         if (v[i].type == CCGW_VAL_OBJECT &&
@@ -353,10 +497,9 @@ static void write_members(ccgw_jw_t *w, const ccgw_value_t *v, size_t n)
 /* Free the device's strings and the device itself. */
 static void device_free_names(ccgw_device_t *d)
 {
-    free(d->topic_base); /* and state_topic, env, key, id */
     free(d->extra);
-    free(d->reason);
-    free(d);
+    reason_free(d);
+    dev_release(dev_gw(d)->registry, d);
 }
 
 static void restore_alarms(ccgw_device_t *d);
@@ -382,53 +525,20 @@ ccgw_device_t *ccgw_device_add(ccgw_instance_t *inst, const char *class_name, co
                         "device id '%s' is not [a-z0-9_.-]{1,64}", device_id ? device_id : "(null)");
         return NULL;
     }
-    ccgw_device_t *d = calloc(1, sizeof *d);
+    size_t cl = strlen(class_name), il = strlen(device_id);
+    ccgw_device_t *d = dev_alloc(gw->registry, cl + 1 + il);
     if (!d)
         return NULL;
     d->inst = inst;
-    d->gw = gw;
     d->user = user;
     for (int i = 0; classes[i]; i++)
         if (strcmp(class_name, classes[i]) == 0)
-            d->class_name = classes[i];
-    size_t sl = strlen(gw->site_base), cl = strlen(class_name);
-    size_t tl = sl + 1 + cl + 1 + strlen(device_id) + 1; /* topic base and its NUL */
-    ccgw_jw_t w;
-    ccgw_jw_init(&w);
-    ccgw_jw_begin_object(&w); /* encode members, then strip the braces */
-    ccgw_jw_key(&w, "site");
-    ccgw_jw_string(&w, gw->cfg->site);
-    ccgw_jw_key(&w, "class");
-    ccgw_jw_string(&w, class_name);
-    ccgw_jw_key(&w, "device");
-    ccgw_jw_string(&w, device_id);
-    ccgw_jw_key(&w, "instance");
-    ccgw_jw_string(&w, inst->cfg->id);
-    ccgw_jw_key(&w, "boot");
-    ccgw_jw_string(&w, gw->boot);
-    ccgw_jw_end_object(&w);
-    if (w.error) {
-        ccgw_jw_free(&w);
-        goto fail;
-    }
-    d->env_len = w.len - 2;
-    /* one block: topic base \0 state topic \0 envelope \0 */
-    d->topic_base = malloc(tl + tl + 6 + d->env_len + 1);
-    if (!d->topic_base) {
-        ccgw_jw_free(&w);
-        goto fail;
-    }
-    snprintf(d->topic_base, tl, "%s/%s/%s", gw->site_base, class_name, device_id);
-    d->key = d->topic_base + sl + 1;
-    d->id = d->key + cl + 1;
-    d->state_topic = d->topic_base + tl;
-    memcpy(d->state_topic, d->topic_base, tl - 1);
-    memcpy(d->state_topic + tl - 1, "/state", 7);
-    d->env = d->state_topic + tl + 6;
-    memcpy(d->env, w.buf + 1, d->env_len);
-    d->env[d->env_len] = '\0';
-    ccgw_jw_free(&w);
-    d->reason = strdup("starting");
+            d->class_idx = (uint8_t)i;
+    memcpy(d->key, class_name, cl);
+    d->key[cl] = '/';
+    memcpy(d->key + cl + 1, device_id, il + 1);
+    d->id_off = (uint8_t)(cl + 1);
+    d->reason = reason_starting;
     pthread_mutex_init(&d->lock, NULL);
 
     ccgw_registry_t *r = gw->registry;
@@ -458,6 +568,7 @@ ccgw_device_t *ccgw_device_add(ccgw_instance_t *inst, const char *class_name, co
 
     /* first retained state: known, not reached yet */
     pthread_mutex_lock(&d->lock);
+    ccgw_jw_t w;
     ccgw_jw_init(&w);
     begin_envelope(&w, d, CCGW_KIND_STATE);
     ccgw_jw_key(&w, "online");
@@ -465,9 +576,11 @@ ccgw_device_t *ccgw_device_add(ccgw_instance_t *inst, const char *class_name, co
     ccgw_jw_key(&w, "reason");
     ccgw_jw_string(&w, d->reason);
     ccgw_jw_end_object(&w);
-    retain_payload(d, CCGW_KIND_STATE, d->state_topic, &w);
+    char topic[512];
+    dev_topic(d, "/state", topic, sizeof topic);
+    retain_payload(d, CCGW_KIND_STATE, topic, &w);
     pthread_mutex_unlock(&d->lock);
-    d->has_rules = ccgw_alarm_engine_wants(gw->alarm_engine, d->class_name, d->id);
+    d->has_rules = ccgw_alarm_engine_wants(gw->alarm_engine, dev_class(d), dev_id(d));
     restore_alarms(d);
     return d;
 fail:
@@ -502,8 +615,8 @@ int ccgw_device_add_commands(ccgw_device_t *d, const ccgw_command_spec_t *specs)
     return rc;
 }
 
-const char *ccgw_device_id(const ccgw_device_t *d) { return d ? d->id : NULL; }
-const char *ccgw_device_class(const ccgw_device_t *d) { return d ? d->class_name : NULL; }
+const char *ccgw_device_id(const ccgw_device_t *d) { return d ? dev_id(d) : NULL; }
+const char *ccgw_device_class(const ccgw_device_t *d) { return d ? dev_class(d) : NULL; }
 void *ccgw_device_user(const ccgw_device_t *d) { return d ? d->user : NULL; }
 ccgw_instance_t *ccgw_device_instance(const ccgw_device_t *d) { return d ? d->inst : NULL; }
 
@@ -543,7 +656,9 @@ static int publish_state_locked(ccgw_device_t *d)
         ccgw_jw_raw_value(&w, d->attrs[i].json, strlen(d->attrs[i].json));
     }
     ccgw_jw_end_object(&w);
-    return retain_payload(d, CCGW_KIND_STATE, d->state_topic, &w);
+    char topic[512];
+    dev_topic(d, "/state", topic, sizeof topic);
+    return retain_payload(d, CCGW_KIND_STATE, topic, &w);
 }
 
 static bool set_online_locked(ccgw_device_t *d, bool online, const char *reason);
@@ -603,7 +718,7 @@ static bool merge_attrs_locked(ccgw_device_t *d, const ccgw_value_t *attrs, size
                 if (!na)
                     break;
                 d->attrs = na;
-                d->cap_attrs = cap;
+                d->cap_attrs = (uint32_t)cap;
             }
             char *nn = strdup(attrs[i].name), *nj = strdup(w.buf);
             if (!nn || !nj) {
@@ -628,7 +743,7 @@ static bool set_online_locked(ccgw_device_t *d, bool online, const char *reason)
     if (d->online == online && (online || same_reason))
         return false;
     d->online = online;
-    free(d->reason);
+    reason_free(d);
     d->reason = online ? NULL : dup_str(reason ? reason : "unreachable");
     return true;
 }
@@ -663,7 +778,7 @@ int ccgw_device_telemetry(ccgw_device_t *d, const ccgw_value_t *v, size_t n)
     if (!d || !values_ok(d, "telemetry", v, n, 0))
         return CCGW_EINVAL;
     char topic[512];
-    snprintf(topic, sizeof topic, "%s/telemetry", d->topic_base);
+    dev_topic(d, "/telemetry", topic, sizeof topic);
     ccgw_jw_t w;
     writer_take(&w);
     pthread_mutex_lock(&d->lock);
@@ -699,7 +814,7 @@ int ccgw_device_event(ccgw_device_t *d, const char *type, const ccgw_value_t *da
     if (!values_ok(d, "event", data, n, 0))
         return CCGW_EINVAL;
     char topic[512];
-    snprintf(topic, sizeof topic, "%s/event/%s", d->topic_base, type);
+    snprintf(topic, sizeof topic, "%s/%s/event/%s", dev_gw(d)->site_base, d->key, type);
     ccgw_jw_t w;
     writer_take(&w);
     pthread_mutex_lock(&d->lock);
@@ -756,7 +871,7 @@ static alarm_t *alarm_add_locked(ccgw_device_t *d, const char *code)
         if (!na)
             return NULL;
         d->alarms = na;
-        d->cap_alarms = cap;
+        d->cap_alarms = (uint32_t)cap;
     }
     alarm_t *a = &d->alarms[d->n_alarms];
     memset(a, 0, sizeof *a);
@@ -769,7 +884,7 @@ static alarm_t *alarm_add_locked(ccgw_device_t *d, const char *code)
 
 static void alarm_topic(const ccgw_device_t *d, const char *code, char *topic, size_t len)
 {
-    snprintf(topic, len, "%s/alarm/%s", d->topic_base, code);
+    snprintf(topic, len, "%s/%s/alarm/%s", dev_gw(d)->site_base, d->key, code);
 }
 
 /* The retained alarm payload. Called with d->lock held. */
@@ -815,8 +930,8 @@ static int alarm_publish_locked(ccgw_device_t *d, const alarm_t *a)
 static void alarm_persist_locked(ccgw_device_t *d, const alarm_t *a)
 {
     ccgw_alarm_record_t r = {
-        .class_name = (char *)d->class_name, /* a record field; read only here */
-        .device = d->id,
+        .class_name = (char *)dev_class(d), /* a record field; read only here */
+        .device = (char *)dev_id(d), /* a record field; read only here */
         .code = a->code,
         .instance = d->inst->cfg->id,
         .severity = (char *)a->severity,
@@ -829,7 +944,7 @@ static void alarm_persist_locked(ccgw_device_t *d, const alarm_t *a)
     };
     memcpy(r.raised_at, a->raised_at, sizeof r.raised_at);
     memcpy(r.acked_at, a->acked_at, sizeof r.acked_at);
-    ccgw_alarm_store_put(d->gw->alarm_store, &r);
+    ccgw_alarm_store_put(dev_gw(d)->alarm_store, &r);
 }
 
 /* An `alarm.*` event; `extra` writes more data members. Called with d->lock held. */
@@ -837,7 +952,7 @@ static int alarm_event_locked(ccgw_device_t *d, const char *type, const alarm_t 
                               void (*extra)(ccgw_jw_t *w, const void *ctx), const void *ctx)
 {
     char topic[512];
-    snprintf(topic, sizeof topic, "%s/event/%s", d->topic_base, type);
+    snprintf(topic, sizeof topic, "%s/%s/event/%s", dev_gw(d)->site_base, d->key, type);
     ccgw_jw_t w;
     ccgw_jw_init(&w);
     begin_envelope(&w, d, CCGW_KIND_EVENT);
@@ -900,8 +1015,8 @@ static int alarm_clear_locked(ccgw_device_t *d, size_t i, const char *message)
     alarm_event_locked(d, "alarm.cleared", &a, message, NULL, NULL);
     char topic[512];
     alarm_topic(d, a.code, topic, sizeof topic);
-    int rc = ccgw_bus_retain(d->gw->bus, CCGW_KIND_ALARM, qos_for(d->gw, CCGW_KIND_ALARM), topic, "", 0);
-    ccgw_alarm_store_remove(d->gw->alarm_store, d->class_name, d->id, a.code);
+    int rc = ccgw_bus_retain(dev_gw(d)->bus, CCGW_KIND_ALARM, qos_for(dev_gw(d), CCGW_KIND_ALARM), topic, "", 0);
+    ccgw_alarm_store_remove(dev_gw(d)->alarm_store, dev_class(d), dev_id(d), a.code);
     alarm_free_members(&a);
     return rc;
 }
@@ -1091,7 +1206,7 @@ static void rules_feed(ccgw_device_t *d, const ccgw_value_t *v, size_t n)
     if (!d->has_rules || !n)
         return;
     ccgw_alarm_decision_t *out = NULL;
-    size_t k = ccgw_alarm_engine_feed(d->gw->alarm_engine, d->class_name, d->id, v, n, ccgw_now_ms(), &out);
+    size_t k = ccgw_alarm_engine_feed(dev_gw(d)->alarm_engine, dev_class(d), dev_id(d), v, n, ccgw_now_ms(), &out);
     for (size_t i = 0; i < k; i++)
         apply_decision(d, &out[i]);
     free(out);
@@ -1116,13 +1231,13 @@ void ccgw_alarms_tick(ccgw_gateway_t *gw)
 static void restore_alarms(ccgw_device_t *d)
 {
     ccgw_alarm_record_t *recs = NULL;
-    size_t n = ccgw_alarm_store_take(d->gw->alarm_store, d->class_name, d->id, &recs);
+    size_t n = ccgw_alarm_store_take(dev_gw(d)->alarm_store, dev_class(d), dev_id(d), &recs);
     for (size_t i = 0; i < n; i++) {
         ccgw_alarm_record_t *r = &recs[i];
         const ccgw_alarm_rule_t *rule = NULL;
         bool gone = false;
         if (r->rule) {
-            rule = ccgw_alarm_engine_restore(d->gw->alarm_engine, r->rule, d->class_name, d->id);
+            rule = ccgw_alarm_engine_restore(dev_gw(d)->alarm_engine, r->rule, dev_class(d), dev_id(d));
             gone = rule == NULL;
         }
         pthread_mutex_lock(&d->lock);
@@ -1214,7 +1329,7 @@ void ccgw_devices_set_all_offline(ccgw_instance_t *inst, const char *reason)
         bool need = d->online || !d->reason || strcmp(d->reason, reason) != 0;
         if (need) {
             d->online = false;
-            free(d->reason);
+            reason_free(d);
             d->reason = strdup(reason);
             publish_state_locked(d);
         }

@@ -23,6 +23,7 @@
 #include "loader.h"
 #include "log.h"
 #include "mqtt_north.h"
+#include "mem.h"
 #include "sd_notify.h"
 #include "supervisor.h"
 #include "spool.h"
@@ -353,6 +354,7 @@ int ccgw_gateway_run(ccgw_gateway_t *gw)
         int err = errno;
         uint64_t now = ccgw_now_ms();
         ccgw_sd_watchdog(now);
+        ccgw_mem_tick(now);
         if (sig == SIGTERM || sig == SIGINT) {
             CLOG_INFO("gateway", "%s: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
             ccgw_sd_stopping(sig == SIGTERM ? "SIGTERM: stopping" : "SIGINT: stopping");

@@ -33,6 +33,32 @@ static const char *health_name(ccgw_health_t h)
     return "failed";
 }
 
+/* "pre" + the members of {"k1":"v1"[,"k2":"v2"]} + "post", malloc'ed. */
+static char *encode_members(const char *pre, const char *k1, const char *v1, const char *k2,
+                            const char *v2, const char *post, size_t *len)
+{
+    ccgw_jw_t w;
+    ccgw_jw_init(&w);
+    ccgw_jw_begin_object(&w);
+    ccgw_jw_key(&w, k1);
+    ccgw_jw_string(&w, v1);
+    if (k2) {
+        ccgw_jw_key(&w, k2);
+        ccgw_jw_string(&w, v2);
+    }
+    ccgw_jw_end_object(&w);
+    size_t pl = strlen(pre), ml = w.error ? 0 : w.len - 2, ql = strlen(post);
+    char *out = w.error ? NULL : malloc(pl + ml + ql + 1);
+    if (out) {
+        memcpy(out, pre, pl);
+        memcpy(out + pl, w.buf + 1, ml);
+        memcpy(out + pl + ml, post, ql + 1);
+        *len = pl + ml + ql;
+    }
+    ccgw_jw_free(&w);
+    return out;
+}
+
 ccgw_instance_t *ccgw_instance_new(ccgw_gateway_t *gw, const ccgw_instance_config_t *cfg)
 {
     ccgw_instance_t *inst = calloc(1, sizeof *inst);
@@ -49,6 +75,17 @@ ccgw_instance_t *ccgw_instance_new(ccgw_gateway_t *gw, const ccgw_instance_confi
         return NULL;
     }
     snprintf(inst->health_topic, tl, "%s/instance/%s", gw->gw_base, cfg->id);
+    /* the envelope of its devices' messages (device.c env_members): without
+     * them (no memory) devices encode these members one by one */
+    inst->env_head = encode_members("", "site", gw->cfg->site, NULL, NULL, ",\"class\":\"",
+                                    &inst->env_head_len);
+    inst->env_tail = encode_members("\",", "instance", cfg->id, "boot", gw->boot, "",
+                                    &inst->env_tail_len);
+    if (!inst->env_head || !inst->env_tail) {
+        free(inst->env_head);
+        free(inst->env_tail);
+        inst->env_head = inst->env_tail = NULL;
+    }
     inst->quota = ccgw_bus_quota_new(gw->bus); /* NULL: no share limit for it */
     pthread_mutex_init(&inst->lock, NULL);
     pthread_cond_init(&inst->cond, NULL);
@@ -356,6 +393,8 @@ void ccgw_instance_free(ccgw_instance_t *inst)
     ccgw_loop_free(inst->loop);
     free(inst->reason);
     free(inst->health_topic);
+    free(inst->env_head);
+    free(inst->env_tail);
     pthread_mutex_destroy(&inst->lock);
     pthread_cond_destroy(&inst->cond);
     free(inst);

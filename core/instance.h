@@ -69,6 +69,11 @@ struct ccgw_instance {
     const ccgw_plugin_t *desc;
     char tag[160];               /* "plugin:instance" for logs */
     char *health_topic;
+    /* the envelope members every device of this instance shares, encoded once
+     * (device.c): env_head = "site":"<site>","class":" and env_tail =
+     * ","instance":"<id>","boot":"<boot>" (both NULL when out of memory) */
+    char *env_head, *env_tail;
+    size_t env_head_len, env_tail_len;
     ccgw_loop_t *loop;
     pthread_t thread;
     bool thread_started;

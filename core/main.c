@@ -109,6 +109,33 @@ static int hash_token(void)
     return 0;
 }
 
+/*
+ * GnuTLS initialises itself from a library constructor as soon as it is
+ * loaded (about 0.6 MB of resident pages, and p11-kit's module list), and it
+ * is loaded with the ISAPI plugin only because libcurl links librtmp, which
+ * links GnuTLS; nothing in ccgw uses it (curl's TLS is OpenSSL). While the
+ * plugins of the configuration are loaded, GNUTLS_NO_IMPLICIT_INIT=1 skips
+ * that constructor (GnuTLS's own switch); a plugin that does use GnuTLS calls
+ * gnutls_global_init() in create, as GnuTLS documents for this case
+ * (docs/operations.md, memory). Set by the operator (to 0, say), it is left
+ * alone. Plugins loaded later (a reload that adds one) initialise GnuTLS as
+ * usual, and no child process ever inherits it.
+ */
+static bool gnutls_lazy_set;
+
+static void gnutls_lazy_begin(void)
+{
+    if (!getenv("GNUTLS_NO_IMPLICIT_INIT") && setenv("GNUTLS_NO_IMPLICIT_INIT", "1", 0) == 0)
+        gnutls_lazy_set = true;
+}
+
+static void gnutls_lazy_end(void)
+{
+    if (gnutls_lazy_set)
+        unsetenv("GNUTLS_NO_IMPLICIT_INIT");
+    gnutls_lazy_set = false;
+}
+
 int main(int argc, char **argv)
 {
     enum { OPT_CONFIG = 1, OPT_CHECK, OPT_LIST, OPT_DESCRIBE, OPT_VERSION, OPT_PLUGIN_DIR, OPT_HELP, OPT_HASH_TOKEN };
@@ -182,7 +209,9 @@ int main(int argc, char **argv)
 
     const char *path = check ? check : config;
     rctx.run = !check;
+    gnutls_lazy_begin(); /* single-threaded here: no thread reads the environment */
     ccgw_gateway_config_t *cfg = ccgw_gateway_config_load(path, resolve, &rctx);
+    gnutls_lazy_end();
     if (!cfg) {
         fprintf(stderr, "%s: out of memory\n", path);
         ccgw_loader_free(loader);

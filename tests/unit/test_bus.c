@@ -170,6 +170,59 @@ static void test_retained_coalesces_to_latest(void **st)
     ccgw_bus_free(b);
 }
 
+typedef struct seen {
+    int n;
+    char payload[256];
+    size_t len;
+} seen_t;
+
+static void seen_cb(void *ctx, ccgw_kind_t kind, const char *topic, const char *payload, size_t len)
+{
+    seen_t *s = ctx;
+    (void)kind;
+    if (strcmp(topic, "ccgw/v1/hq/env/d1/state") != 0 || len >= sizeof s->payload)
+        return;
+    s->n++;
+    memcpy(s->payload, payload, len + 1);
+    s->len = len;
+}
+
+/* The cache keeps the first payload's room in the entry and reuses it for
+ * payloads that fit; bigger ones get their own allocation and smaller ones
+ * come back into the room: whatever the sizes, the cache holds exactly the
+ * latest payload (NUL-terminated), and nothing leaks (ASan, valgrind). */
+static void test_retained_payload_sizes(void **st)
+{
+    (void)st;
+    ccgw_bus_t *b = ccgw_bus_new(1000, 0); /* not started: the messages stay queued */
+    const char *topic = "ccgw/v1/hq/env/d1/state";
+    char big[200], exact[64];
+    memset(big, 'c', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    const char *seq[] = {"{\"online\":false,\"reason\":\"starting\"}", "{\"online\":true}", big,
+                         "{\"a\":1}", "", exact, big, "x"};
+    /* exactly the room: the first payload's length + the slack of 16 */
+    size_t room = strlen(seq[0]) + 16;
+    memset(exact, 'e', room);
+    exact[room] = '\0';
+    for (size_t i = 0; i < sizeof seq / sizeof *seq; i++) {
+        assert_int_equal(ccgw_bus_retain(b, CCGW_KIND_STATE, 1, topic, seq[i], strlen(seq[i])), CCGW_OK);
+        seen_t s = {0};
+        ccgw_bus_retained_foreach(b, seen_cb, &s);
+        if (!*seq[i]) {
+            assert_int_equal(s.n, 0); /* an empty payload (a clear) is not visited */
+            continue;
+        }
+        assert_int_equal(s.n, 1);
+        assert_int_equal(s.len, strlen(seq[i]));
+        assert_string_equal(s.payload, seq[i]);
+    }
+    ccgw_bus_stats_t s;
+    ccgw_bus_get_stats(b, &s);
+    assert_int_equal(s.retained_entries, 1);
+    ccgw_bus_free(b);
+}
+
 static void test_snapshot_republishes_in_order(void **st)
 {
     (void)st;
@@ -285,6 +338,7 @@ int main(void)
         cmocka_unit_test(test_event_backpressure_then_efull),
         cmocka_unit_test(test_event_waits_for_room),
         cmocka_unit_test(test_retained_coalesces_to_latest),
+        cmocka_unit_test(test_retained_payload_sizes),
         cmocka_unit_test(test_snapshot_republishes_in_order),
         cmocka_unit_test(test_no_sink_discards),
         cmocka_unit_test(test_bound_holds_with_a_slow_window),

@@ -10,7 +10,7 @@
 #                                 snmpd and snmptrap (snmp), curl (the door simulator's hooks)
 
 CCGW_PKGS_BUILD=(build-essential cmake pkg-config libyaml-dev libmosquitto-dev libjansson-dev
-                 libmodbus-dev libssl-dev libsnmp-dev libcurl4-openssl-dev libsystemd-dev
+                 libmodbus-dev libssl-dev libsnmp-dev libcurl4-openssl-dev
                  libwebsockets-dev)
 CCGW_PKGS_RUN=(mosquitto mosquitto-clients)
 CCGW_PKGS_TEST=(libcmocka-dev clang openssl libclang-rt-14-dev mbpoll socat python3 python3-pymodbus
