@@ -17,7 +17,8 @@
  *                  [--topic-prefix bench/raw] [--clock monotonic|realtime]
  *                  [--format envelope|reading] [--device-prefix raw-]
  *
- * Prints one JSON object on stdout: {"sent":..,"acked":..,"seconds":..,"rate":..}.
+ * Prints one JSON object on stdout: {"sent":..,"acked":..,"seconds":..,"rate":..,
+ * "cpu_s":..} (cpu_s: its own user + system CPU time, getrusage).
  * The loop is single-threaded (no libmosquitto thread): a publish writes at
  * once; when the socket is full, mosquitto_loop() waits for it to drain, so
  * memory stays bounded and the rate is what the broker takes.
@@ -31,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "bench_common.h"
@@ -237,10 +239,14 @@ int main(int argc, char **argv)
         if (mosquitto_loop(m, 10, 1) != MOSQ_ERR_SUCCESS)
             break;
     double secs_acked = (double)(bench_now_ns(CLOCK_MONOTONIC) - start) / 1e9;
-    printf("{\"sent\":%" PRIu64 ",\"acked\":%" PRIu64 ",\"qos\":%d,\"seconds\":%.3f,"
-           "\"rate\":%.1f,\"rate_acked\":%.1f,\"payload_bytes\":%ld,\"error\":%d}\n",
-           sent, qos ? st.acked : sent, qos, secs, secs > 0 ? (double)sent / secs : 0,
-           secs_acked > 0 ? (double)(qos ? st.acked : sent) / secs_acked : 0, payload_bytes, err);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double cpu_s = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+                   (double)ru.ru_stime.tv_usec / 1e6;
+    printf("{\"sent\":%" PRIu64 ",\"acked\":%" PRIu64 ",\"qos\":%d,\"window\":%ld,\"seconds\":%.3f,"
+           "\"rate\":%.1f,\"rate_acked\":%.1f,\"payload_bytes\":%ld,\"cpu_s\":%.3f,\"error\":%d}\n",
+           sent, qos ? st.acked : sent, qos, window, secs, secs > 0 ? (double)sent / secs : 0,
+           secs_acked > 0 ? (double)(qos ? st.acked : sent) / secs_acked : 0, payload_bytes, cpu_s, err);
     fflush(stdout);
     mosquitto_disconnect_v5(m, 0, NULL);
     mosquitto_loop(m, 100, 1);
