@@ -227,7 +227,19 @@ static int setup(void **state)
         fprintf(stderr, "devices or the leak alarm did not appear\n");
         return -1;
     }
-    return 0;
+    /* test_metrics and test_instances count telemetry: wait for the first
+     * one (the good plugin emits every 50 ms, later on a loaded machine) */
+    for (int t = 0; t < 10000; t += 20) {
+        answer_t a = req("GET", "/api/v1/instances", NULL, NULL, ADMIN);
+        json_t *g = a.status == 200 ? json_array_get(json_object_get(a.json, "instances"), 0) : NULL;
+        json_int_t n = json_integer_value(json_object_get(json_object_get(g, "emitted"), "telemetry"));
+        answer_free(&a);
+        if (n > 0)
+            return 0;
+        usleep(20000);
+    }
+    fprintf(stderr, "no telemetry from instance g within 10 s\n");
+    return -1;
 }
 
 static int teardown(void **state)
