@@ -119,8 +119,8 @@ typedef struct qent {
 typedef struct sgroup {
     struct sgroup *next, *prev;      /* server's list */
     uint64_t hash;
-    struct client *members;          /* via client.gnext / gprev */
-    size_t n_members;
+    struct client **mem;             /* the members (client.gidx: the index of each) */
+    size_t n_members, mcap;
     int role;                        /* ccgw_role_t of the members' principal */
     char **pf;                       /* the principal's topic filters (0 = everything) */
     size_t n_pf;
@@ -131,21 +131,22 @@ typedef struct sgroup {
 /* ---- clients ---- */
 
 typedef struct client {
-    struct client *next, *prev;      /* server's list */
-    struct client *dirty_next;       /* waiting for the flush timer */
-    struct client *gnext, *gprev;    /* members of g */
-    bool dirty;
+    /* what a message for every client touches first: one cache line */
     struct ccgw_http_server *s;
+    qent_t *ring;                    /* the send queue: a ring of rcap (power of 2) slots */
+    uint32_t rcap, rhead, rcount;    /* rcount: slots in use, holes included */
+    bool dirty, closing;
+    size_t qn, qbytes, qn_snap, qbytes_snap;
+    struct client *dirty_next;       /* waiting for the flush timer */
+    /* the rest */
+    struct client *next, *prev;      /* server's list */
     struct lws *wsi;
+    sgroup_t *g;                     /* the subscriptions; NULL = none */
+    size_t gidx;                     /* in g->mem */
     uint64_t id;
     char remote[64];
     ccgw_principal_t *who;           /* NULL until authenticated */
     uint64_t t_open_ms;
-    sgroup_t *g;                     /* the subscriptions; NULL = none */
-    qent_t *ring;                    /* the send queue: a ring of rcap (power of 2) slots */
-    uint32_t rcap, rhead, rcount;    /* rcount: slots in use, holes included */
-    size_t qn, qbytes, qn_snap, qbytes_snap;
-    bool closing;
     int close_code;
     const char *close_reason;
     char *rx;                        /* fragments of the current message */
@@ -243,6 +244,7 @@ struct ccgw_http_server {
     size_t n_groups, n_ws;           /* subscription groups, WebSocket clients */
     uint64_t serial;                 /* of the last wmsg */
     size_t q_bytes;                  /* live bytes queued over all clients (snapshots excluded) */
+    uint64_t n_dropped_tele, n_coalesced; /* published to st_* by publish_stats() */
     size_t q_lim_bytes;              /* each client's live byte limit now (queue budget / clients) */
     frame_t fcache[FCACHE_SLOTS];    /* batch frames built lately, reused for identical queues */
     uint64_t fclock, fclock_tick;
@@ -538,7 +540,7 @@ static bool drop_oldest_telemetry(client_t *c)
         qent_t *e = q_at(c, i);
         if (e->m && e->m->kind == CCGW_KIND_TELEMETRY && !e->snap) {
             q_remove(c, i);
-            atomic_fetch_add(&c->s->st_dropped_tele, 1);
+            c->s->n_dropped_tele++;
             return true;
         }
     }
@@ -557,7 +559,7 @@ static bool remove_same_topic(client_t *c, const wmsg_t *m)
         qent_t *e = q_at(c, i);
         if (e->m && !e->snap && e->m->kind == m->kind && e->m->topic && strcmp(e->m->topic, m->topic) == 0) {
             q_remove(c, i);
-            atomic_fetch_add(&c->s->st_coalesced, 1);
+            c->s->n_coalesced++;
             return true;
         }
     }
@@ -594,7 +596,7 @@ static void compact_states(client_t *c)
                 h = (h + 1) & (cap - 1);
             if (dup) {
                 q_remove(c, i); /* the kept newer message (same topic) still holds set[h]'s string */
-                atomic_fetch_add(&c->s->st_coalesced, 1);
+                c->s->n_coalesced++;
             } else {
                 set[h] = e->m->topic;
             }
@@ -640,7 +642,7 @@ static void enqueue(client_t *c, wmsg_t *m, bool snap)
         return;
     }
     if (m->kind == CCGW_KIND_TELEMETRY) {
-        atomic_fetch_add(&c->s->st_dropped_tele, 1);
+        c->s->n_dropped_tele++;
         return;
     }
     slow_close(c); /* events, alarms and a state that cannot be coalesced */
@@ -876,6 +878,7 @@ static void group_free(sgroup_t *g)
         free(g->subs[i]);
     free(g->pf);
     free(g->subs);
+    free(g->mem);
     free(g);
 }
 
@@ -898,13 +901,8 @@ static void group_leave(client_t *c)
     sgroup_t *g = c->g;
     if (!g)
         return;
-    if (c->gprev)
-        c->gprev->gnext = c->gnext;
-    else
-        g->members = c->gnext;
-    if (c->gnext)
-        c->gnext->gprev = c->gprev;
-    c->gnext = c->gprev = NULL;
+    g->mem[c->gidx] = g->mem[g->n_members - 1];
+    g->mem[c->gidx]->gidx = c->gidx;
     c->g = NULL;
     atomic_fetch_sub(&c->s->n_subscribed, 1);
     if (--g->n_members == 0) {
@@ -961,13 +959,27 @@ static int client_regroup(client_t *c, char *const *subs_in, size_t n)
         s->n_groups++;
         atomic_store(&s->st_groups, s->n_groups);
     }
+    if (g->n_members == g->mcap) {
+        size_t cap = g->mcap ? 2 * g->mcap : 4;
+        client_t **mem = realloc(g->mem, cap * sizeof *mem);
+        if (!mem) {
+            if (!g->n_members) { /* new: unlink it again */
+                s->groups = g->next;
+                if (g->next)
+                    g->next->prev = NULL;
+                s->n_groups--;
+                atomic_store(&s->st_groups, s->n_groups);
+                group_free(g);
+            }
+            return -1;
+        }
+        g->mem = mem;
+        g->mcap = cap;
+    }
     group_leave(c);
     c->g = g;
-    c->gnext = g->members;
-    if (g->members)
-        g->members->gprev = c;
-    g->members = c;
-    g->n_members++;
+    c->gidx = g->n_members;
+    g->mem[g->n_members++] = c;
     atomic_fetch_add(&s->n_subscribed, 1);
     return 0;
 }
@@ -1000,12 +1012,23 @@ static void distribute(struct ccgw_http_server *s, inmsg_t *im)
                 return;
             }
         }
-        for (client_t *c = g->members, *next; c; c = next) {
-            next = c->gnext; /* a slow close takes c out of g */
-            enqueue(c, m, false);
+        /* from the end: a slow close moves the last member into c's place, one already done */
+        client_t **mem = g->mem;
+        for (size_t i = g->n_members; i-- > 0;) {
+            if (i >= 4)
+                __builtin_prefetch(mem[i - 4]);
+            enqueue(mem[i], m, false);
         }
     }
     wmsg_unref(m);
+}
+
+/* The service thread's plain counters, for the other threads (tick, drain, exit). */
+static void publish_stats(struct ccgw_http_server *s)
+{
+    atomic_store(&s->st_q_bytes, s->q_bytes);
+    atomic_store(&s->st_dropped_tele, s->n_dropped_tele);
+    atomic_store(&s->st_coalesced, s->n_coalesced);
 }
 
 static void drain_inbox(struct ccgw_http_server *s)
@@ -1022,7 +1045,7 @@ static void drain_inbox(struct ccgw_http_server *s)
         free(list);
         list = next;
     }
-    atomic_store(&s->st_q_bytes, s->q_bytes);
+    publish_stats(s);
 }
 
 typedef struct sub_ctx {
@@ -1804,7 +1827,7 @@ static void tick_cb(lws_sorted_usec_list_t *sul)
             client_close(c, LWS_CLOSE_STATUS_POLICY_VIOLATION, "unauthorized");
         }
     }
-    atomic_store(&s->st_q_bytes, s->q_bytes);
+    publish_stats(s);
     if (s->fclock == s->fclock_tick)
         fcache_clear(s); /* no batch frame for a tick: the cache's memory goes back */
     s->fclock_tick = s->fclock;
@@ -1940,6 +1963,7 @@ static void *service_main(void *arg)
         if (s->stop_deadline && (!s->clients || now_ms() >= s->stop_deadline))
             break;
     }
+    publish_stats(s);
     return NULL;
 }
 

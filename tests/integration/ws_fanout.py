@@ -76,7 +76,7 @@ async def poll_metrics(rig, pred, timeout, what):
 
 async def test_shared_messages_clients_drop_mid_queue(rig):
     rig.start_gw(http_extra="  client_queue: 64\n  client_queue_bytes: 131072\n",
-                 instances=LOADGEN % (1000, "telemetry: 1, event: 1", 500))
+                 instances=LOADGEN % (600, "telemetry: 1, event: 1", 500))
     tele = "ccgw/v1/hq/env/+/telemetry"
     # the one that must get every event: its own group
     fast = await Client.connect(rig, header_token=VIEWER)
@@ -86,13 +86,14 @@ async def test_shared_messages_clients_drop_mid_queue(rig):
     ups = await Client.connect(rig, header_token="ups-token-4")
     await ups.send({"op": "sub", "id": 1, "filter": "ccgw/v1/#"})
     await ups.wait_op("ack", 1)
-    # readers of telemetry (one group), two with an overlapping second subscription (another group)
+    # readers of telemetry (one group), two with an overlapping second subscription (another group;
+    # telemetry only, so that a reader slowed down by a loaded machine loses telemetry, not its connection)
     readers = []
     for i in range(12):
         r = await Client.connect(rig, header_token=VIEWER)
         await r.send({"op": "sub", "id": 1, "filter": tele})
         if i < 2:
-            await r.send({"op": "sub", "id": 2, "filter": "ccgw/v1/hq/env/lg-2/#"})
+            await r.send({"op": "sub", "id": 2, "filter": "ccgw/v1/hq/env/lg-2/telemetry"})
         readers.append(r)
     for r in readers:
         await r.wait_op("ack", 1)
@@ -125,8 +126,8 @@ async def test_shared_messages_clients_drop_mid_queue(rig):
     assert fast.closed is None, fast.closed
     # the token's filters: no env message for ups-only
     assert not [x for x in ups.msgs if x.get("op") == "msg" and "/env/" in x["topic"]], ups.msgs[:3]
-    # the readers: telemetry (maybe with drops, never reordered per device); the two with lg-2/# too get
-    # lg-2's telemetry once only
+    # the readers: telemetry (maybe with drops, never reordered per device, never twice); the two with
+    # lg-2/telemetry too get lg-2's telemetry once only
     for i, r in enumerate(readers):
         last = {}
         n = 0
