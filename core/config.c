@@ -256,6 +256,9 @@ const ccgw_option_t ccgw_http_options[] = {
      .max = 10000000, .doc = "Send queue of one WebSocket client, in messages."},
     {.key = "client_queue_bytes", .type = CCGW_OPT_INT, .flags = CCGW_OPT_F_RANGE, .def = "4194304", .min = 65536,
      .max = 1073741824, .doc = "Send queue of one WebSocket client, in bytes."},
+    {.key = "queue_budget_bytes", .type = CCGW_OPT_INT, .flags = CCGW_OPT_F_RANGE, .def = "268435456", .min = 0,
+     .max = 2147483647, .doc = "All WebSocket send queues together: each client's byte limit is at most its share "
+     "(at least 16 KiB); 0 = no budget."},
     {.key = "max_request_bytes", .type = CCGW_OPT_INT, .flags = CCGW_OPT_F_RANGE, .def = "65536", .min = 1024,
      .max = 67108864, .doc = "Largest HTTP request body or WebSocket message."},
     {.key = "batch_ms", .type = CCGW_OPT_INT, .flags = CCGW_OPT_F_RANGE, .def = "5", .min = 0, .max = 1000,
@@ -742,6 +745,7 @@ static void fill_http(ccgw_gateway_config_t *cfg, struct ccgw_config *h, bool pr
     c->max_clients = get_int(h, "max_clients", 10000);
     c->client_queue = get_int(h, "client_queue", 4096);
     c->client_queue_bytes = get_int(h, "client_queue_bytes", 4194304);
+    c->queue_budget_bytes = get_int(h, "queue_budget_bytes", 268435456);
     c->max_request_bytes = get_int(h, "max_request_bytes", 65536);
     c->batch_ms = get_int(h, "batch_ms", 5);
     const struct ccgw_config *al = good_scalar(h, "audit_log");

@@ -86,6 +86,7 @@ typedef struct ccgw_http_config {
     int max_clients;              /* WebSocket clients (default 10000) */
     int client_queue;             /* per-client send queue, messages (default 4096) */
     int client_queue_bytes;       /* per-client send queue, bytes (default 4 MiB) */
+    int queue_budget_bytes;       /* all client queues together: per-client share (default 256 MiB, 0 = none) */
     int max_request_bytes;        /* HTTP body / WS message limit (default 65536) */
     int batch_ms;                 /* coalesce wake-ups: max delay before a batch frame (default 5) */
     char *audit_log;              /* default <data_dir>/audit.jsonl; "" = no file */

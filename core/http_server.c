@@ -50,7 +50,11 @@
 #define MAX_CLIENT_CMDS 32        /* per WebSocket client */
 #define INBOX_MAX_MSGS 65536
 #define INBOX_MAX_BYTES (64u << 20)
-#define FRAME_MAX (256u << 10)    /* a batch frame stops growing here */
+/* A batch frame stops growing here. Near the socket's send buffer: what the
+ * socket does not take, lws keeps a copy of, per client. To 1,000 clients
+ * under overload, 64 KiB frames delivered several times what 256 KiB frames
+ * did, with a third of the peak RSS (bench row g, docs/performance.md). */
+#define FRAME_MAX (64u << 10)
 #define BATCH_MAX_MSGS 1024
 #define AUTH_TIMEOUT_MS 10000
 #define STOP_GRACE_MS 1000
@@ -62,61 +66,91 @@
 
 /* ---- shared encoded messages (service thread only) ---- */
 
+/* One message as it goes out, encoded once and shared by every client queue
+ * that holds it (refcounted). The JSON has LWS_PRE bytes of headroom before
+ * it, so a frame of this message alone is written straight from here: the
+ * frame header lws puts into the headroom is the same for every client. */
 typedef struct wmsg {
     int refs;
-    int kind;      /* ccgw_kind_t or K_CTRL */
-    char *topic;   /* NULL for control messages */
-    char *json;
+    int kind;           /* ccgw_kind_t or K_CTRL */
+    uint64_t serial;    /* unique per server: identifies a message in the frame cache */
+    char *topic;        /* NULL for control messages; points into data */
+    unsigned char *json; /* data + LWS_PRE */
     size_t len;
+    unsigned char data[]; /* LWS_PRE headroom, json, '\0', topic, '\0' */
 } wmsg_t;
 
-static wmsg_t *wmsg_new(int kind, const char *topic, char *json, size_t len)
+/* Takes json (malloc'ed, freed here whatever happens). */
+static wmsg_t *wmsg_new(uint64_t *serial, int kind, const char *topic, char *json, size_t len)
 {
-    wmsg_t *m = calloc(1, sizeof *m);
-    if (!m || (topic && !(m->topic = strdup(topic)))) {
-        free(m);
+    size_t tl = topic ? strlen(topic) + 1 : 0;
+    wmsg_t *m = json ? malloc(sizeof *m + LWS_PRE + len + 1 + tl) : NULL;
+    if (!m) {
         free(json);
         return NULL;
     }
     m->refs = 1;
     m->kind = kind;
-    m->json = json;
+    m->serial = ++*serial;
+    m->json = m->data + LWS_PRE;
+    memcpy(m->json, json, len);
+    m->json[len] = '\0';
     m->len = len;
+    m->topic = topic ? (char *)m->json + len + 1 : NULL;
+    if (topic)
+        memcpy(m->topic, topic, tl);
+    free(json);
     return m;
 }
 
 static void wmsg_unref(wmsg_t *m)
 {
-    if (m && --m->refs == 0) {
-        free(m->topic);
-        free(m->json);
+    if (m && --m->refs == 0)
         free(m);
-    }
 }
 
-typedef struct qnode {
-    struct qnode *next, *prev;
+/* A queue slot; m == NULL is a hole left by a message dropped from the middle. */
+typedef struct qent {
     wmsg_t *m;
     bool snap;     /* part of a snapshot: not counted against the live limit */
-} qnode_t;
+} qent_t;
+
+/* ---- subscription groups ---- */
+
+/* Clients with the same set of subscriptions and the same token filters see
+ * the same messages: each message is matched once per group, not once per
+ * client (dashboards mostly subscribe to the same filters). */
+typedef struct sgroup {
+    struct sgroup *next, *prev;      /* server's list */
+    uint64_t hash;
+    struct client **mem;             /* the members (client.gidx: the index of each) */
+    size_t n_members, mcap;
+    int role;                        /* ccgw_role_t of the members' principal */
+    char **pf;                       /* the principal's topic filters (0 = everything) */
+    size_t n_pf;
+    char **subs;                     /* sorted, distinct */
+    size_t n_subs;
+} sgroup_t;
 
 /* ---- clients ---- */
 
 typedef struct client {
-    struct client *next, *prev;      /* server's list */
-    struct client *dirty_next;       /* waiting for the flush timer */
-    bool dirty;
+    /* what a message for every client touches first: one cache line */
     struct ccgw_http_server *s;
+    qent_t *ring;                    /* the send queue: a ring of rcap (power of 2) slots */
+    uint32_t rcap, rhead, rcount;    /* rcount: slots in use, holes included */
+    bool dirty, closing;
+    size_t qn, qbytes, qn_snap, qbytes_snap;
+    struct client *dirty_next;       /* waiting for the flush timer */
+    /* the rest */
+    struct client *next, *prev;      /* server's list */
     struct lws *wsi;
+    sgroup_t *g;                     /* the subscriptions; NULL = none */
+    size_t gidx;                     /* in g->mem */
     uint64_t id;
     char remote[64];
     ccgw_principal_t *who;           /* NULL until authenticated */
     uint64_t t_open_ms;
-    char *subs[MAX_SUBS];
-    size_t n_subs;
-    qnode_t *qhead, *qtail;
-    size_t qn, qbytes, qn_snap, qbytes_snap;
-    bool closing;
     int close_code;
     const char *close_reason;
     char *rx;                        /* fragments of the current message */
@@ -179,6 +213,16 @@ typedef struct reply_ctx {
     atomic_bool sent;
 } reply_ctx_t;
 
+/* A batch frame as written (LWS_PRE headroom included), kept a little for
+ * the next client whose queue starts with the same messages. */
+#define FCACHE_SLOTS 4
+typedef struct frame {
+    size_t n, len;                   /* messages, frame bytes (0: empty slot) */
+    uint64_t *serials;               /* the messages' wmsg serials, in order */
+    uint64_t used;                   /* fclock of the last use */
+    unsigned char *buf;              /* LWS_PRE + len */
+} frame_t;
+
 struct ccgw_http_server {
     ccgw_gateway_t *gw;
     const ccgw_http_config_t *cfg;
@@ -199,6 +243,15 @@ struct ccgw_http_server {
     bool flush_scheduled;
     lws_sorted_usec_list_t flush_sul, tick_sul;
     uint64_t stop_deadline;
+    /* the hub (service thread) */
+    sgroup_t *groups;
+    size_t n_groups, n_ws;           /* subscription groups, WebSocket clients */
+    uint64_t serial;                 /* of the last wmsg */
+    size_t q_bytes;                  /* live bytes queued over all clients (snapshots excluded) */
+    uint64_t n_dropped_tele, n_coalesced; /* published to st_* by publish_stats() */
+    size_t q_lim_bytes;              /* each client's live byte limit now (queue budget / clients) */
+    frame_t fcache[FCACHE_SLOTS];    /* batch frames built lately, reused for identical queues */
+    uint64_t fclock, fclock_tick;
     /* inbox */
     pthread_mutex_t in_lock;
     inmsg_t *in_head, *in_tail;
@@ -211,7 +264,8 @@ struct ccgw_http_server {
     atomic_int pending;
     /* stats */
     atomic_uint_least64_t st_clients, st_clients_total, st_refused, st_slow, st_frames, st_msgs,
-        st_dropped_tele, st_coalesced, st_inbox_dropped, st_http_req, st_http_err, st_cmds, st_unauth_http;
+        st_dropped_tele, st_coalesced, st_inbox_dropped, st_http_req, st_http_err, st_cmds, st_unauth_http,
+        st_q_bytes, st_q_lim, st_groups, st_frame_reused;
 };
 
 static uint64_t now_ms(void) { return ccgw_now_ms(); }
@@ -335,47 +389,83 @@ static void http_done(void *done_ctx, int status, const char *content_type, char
     done_push(s, d);
 }
 
-/* ---- client queue ---- */
+/* ---- client queue: a ring of pointers to shared messages ---- */
 
 static void schedule_write(client_t *c);
 
-static void q_unlink(client_t *c, qnode_t *n)
+static qent_t *q_at(const client_t *c, uint32_t i) { return &c->ring[(c->rhead + i) & (c->rcap - 1)]; }
+
+/* Holes at either end are given back. */
+static void q_trim(client_t *c)
 {
-    if (n->prev)
-        n->prev->next = n->next;
-    else
-        c->qhead = n->next;
-    if (n->next)
-        n->next->prev = n->prev;
-    else
-        c->qtail = n->prev;
-    c->qn--;
-    c->qbytes -= n->m->len;
-    if (n->snap) {
-        c->qn_snap--;
-        c->qbytes_snap -= n->m->len;
+    while (c->rcount && !q_at(c, 0)->m) {
+        c->rhead = (c->rhead + 1) & (c->rcap - 1);
+        c->rcount--;
     }
+    while (c->rcount && !q_at(c, c->rcount - 1)->m)
+        c->rcount--;
+    if (!c->rcount)
+        c->rhead = 0;
 }
 
-static void q_drop(client_t *c, qnode_t *n)
+/* Take slot i out of the queue (a hole), its message unreferenced. */
+static void q_remove(client_t *c, uint32_t i)
 {
-    q_unlink(c, n);
-    wmsg_unref(n->m);
-    free(n);
+    qent_t *e = q_at(c, i);
+    c->qn--;
+    c->qbytes -= e->m->len;
+    if (e->snap) {
+        c->qn_snap--;
+        c->qbytes_snap -= e->m->len;
+    } else {
+        c->s->q_bytes -= e->m->len;
+    }
+    wmsg_unref(e->m);
+    e->m = NULL;
+    q_trim(c);
 }
 
 static void q_clear(client_t *c)
 {
-    qnode_t *n = c->qhead;
-    while (n) {
-        qnode_t *next = n->next;
-        wmsg_unref(n->m);
-        free(n);
-        n = next;
+    for (uint32_t i = 0; i < c->rcount; i++) {
+        qent_t *e = q_at(c, i);
+        if (e->m && !e->snap)
+            c->s->q_bytes -= e->m->len;
+        wmsg_unref(e->m);
     }
-    c->qhead = c->qtail = NULL;
+    free(c->ring);
+    c->ring = NULL;
+    c->rcap = c->rhead = c->rcount = 0;
     c->qn = c->qbytes = c->qn_snap = c->qbytes_snap = 0;
 }
+
+/* A full ring: holes squeezed out, grown when more than half is in use. */
+static bool q_reserve(client_t *c)
+{
+    if (c->rcount < c->rcap)
+        return true;
+    uint32_t cap = c->rcap ? c->rcap : 8;
+    if (c->qn + 1 > cap / 2) {
+        if (cap > (UINT32_MAX >> 2))
+            return false;
+        cap *= 2;
+    }
+    qent_t *r = malloc(cap * sizeof *r);
+    if (!r)
+        return false;
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < c->rcount; i++)
+        if (q_at(c, i)->m)
+            r[n++] = *q_at(c, i);
+    free(c->ring);
+    c->ring = r;
+    c->rcap = cap;
+    c->rhead = 0;
+    c->rcount = n;
+    return true;
+}
+
+static void group_leave(client_t *c);
 
 static void client_close(client_t *c, int code, const char *reason)
 {
@@ -385,6 +475,7 @@ static void client_close(client_t *c, int code, const char *reason)
     c->close_code = code;
     c->close_reason = reason;
     q_clear(c);
+    group_leave(c); /* nothing more is queued for it */
     lws_callback_on_writable(c->wsi);
     /* a client that does not read may never become writable: kill it after 5 s */
     lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, 10);
@@ -400,46 +491,60 @@ static void slow_close(client_t *c)
 
 static bool q_append(client_t *c, wmsg_t *m, bool snap)
 {
-    qnode_t *n = calloc(1, sizeof *n);
-    if (!n) {
+    if (!q_reserve(c)) {
         CLOG_ERROR(TAG, "ws client %llu: out of memory queueing a message", (unsigned long long)c->id);
         slow_close(c);
         return false;
     }
     m->refs++;
-    n->m = m;
-    n->snap = snap;
-    n->prev = c->qtail;
-    if (c->qtail)
-        c->qtail->next = n;
-    else
-        c->qhead = n;
-    c->qtail = n;
+    *q_at(c, c->rcount++) = (qent_t){.m = m, .snap = snap};
     c->qn++;
     c->qbytes += m->len;
     if (snap) {
         c->qn_snap++;
         c->qbytes_snap += m->len;
+    } else {
+        c->s->q_bytes += m->len;
     }
     schedule_write(c);
     return true;
+}
+
+/* Each client's live byte limit: client_queue_bytes, or its share of
+ * queue_budget_bytes when that is smaller (many clients), but at least
+ * QUEUE_SHARE_MIN. Recomputed when a WebSocket client comes or goes. */
+#define QUEUE_SHARE_MIN (16u << 10)
+static void update_queue_limit(struct ccgw_http_server *s)
+{
+    size_t lim = (size_t)s->cfg->client_queue_bytes;
+    size_t budget = s->cfg->queue_budget_bytes > 0 ? (size_t)s->cfg->queue_budget_bytes : 0;
+    if (budget && s->n_ws) {
+        size_t share = budget / s->n_ws;
+        if (share < QUEUE_SHARE_MIN)
+            share = QUEUE_SHARE_MIN;
+        if (share < lim)
+            lim = share;
+    }
+    s->q_lim_bytes = lim;
+    atomic_store(&s->st_q_lim, lim);
 }
 
 static bool q_over(const client_t *c, size_t add)
 {
     size_t n = c->qn - c->qn_snap, b = c->qbytes - c->qbytes_snap;
     if (n == 0)
-        return false; /* one message always fits, even one larger than client_queue_bytes */
-    return n + 1 > (size_t)c->s->cfg->client_queue || b + add > (size_t)c->s->cfg->client_queue_bytes;
+        return false; /* one message always fits, even one larger than the byte limit */
+    return n + 1 > (size_t)c->s->cfg->client_queue || b + add > c->s->q_lim_bytes;
 }
 
 /* Drop the oldest queued telemetry; false when there is none. */
 static bool drop_oldest_telemetry(client_t *c)
 {
-    for (qnode_t *n = c->qhead; n; n = n->next) {
-        if (n->m->kind == CCGW_KIND_TELEMETRY && !n->snap) {
-            q_drop(c, n);
-            atomic_fetch_add(&c->s->st_dropped_tele, 1);
+    for (uint32_t i = 0; i < c->rcount; i++) {
+        qent_t *e = q_at(c, i);
+        if (e->m && e->m->kind == CCGW_KIND_TELEMETRY && !e->snap) {
+            q_remove(c, i);
+            c->s->n_dropped_tele++;
             return true;
         }
     }
@@ -454,23 +559,24 @@ static bool coalescable(int kind)
 /* Remove the queued live message of m's topic (counted as coalesced). */
 static bool remove_same_topic(client_t *c, const wmsg_t *m)
 {
-    for (qnode_t *n = c->qtail; n; n = n->prev) {
-        if (!n->snap && n->m->kind == m->kind && n->m->topic && strcmp(n->m->topic, m->topic) == 0) {
-            q_drop(c, n);
-            atomic_fetch_add(&c->s->st_coalesced, 1);
+    for (uint32_t i = c->rcount; i-- > 0;) {
+        qent_t *e = q_at(c, i);
+        if (e->m && !e->snap && e->m->kind == m->kind && e->m->topic && strcmp(e->m->topic, m->topic) == 0) {
+            q_remove(c, i);
+            c->s->n_coalesced++;
             return true;
         }
     }
     return false;
 }
 
-static uint64_t fnv1a(const char *s)
+static uint64_t fnv1a(const char *s, uint64_t h)
 {
-    uint64_t h = 1469598103934665603ull;
     for (; *s; s++)
         h = (h ^ (unsigned char)*s) * 1099511628211ull;
     return h;
 }
+#define FNV_INIT 1469598103934665603ull
 
 /* One pass from the newest: keep the latest live message of each state
  * topic, drop the older ones (counted). O(queue) with a temporary set; only
@@ -483,21 +589,22 @@ static void compact_states(client_t *c)
     const char **set = calloc(cap, sizeof *set);
     if (!set)
         return;
-    for (qnode_t *n = c->qtail; n;) {
-        qnode_t *prev = n->prev;
-        if (!n->snap && coalescable(n->m->kind) && n->m->topic) {
-            size_t i = (size_t)fnv1a(n->m->topic) & (cap - 1);
+    for (uint32_t i = c->rcount; i-- > 0;) {
+        if (i >= c->rcount)
+            continue; /* the tail's holes were trimmed */
+        qent_t *e = q_at(c, i);
+        if (e->m && !e->snap && coalescable(e->m->kind) && e->m->topic) {
+            size_t h = (size_t)fnv1a(e->m->topic, FNV_INIT) & (cap - 1);
             bool dup = false;
-            while (set[i] && !(dup = strcmp(set[i], n->m->topic) == 0))
-                i = (i + 1) & (cap - 1);
+            while (set[h] && !(dup = strcmp(set[h], e->m->topic) == 0))
+                h = (h + 1) & (cap - 1);
             if (dup) {
-                q_drop(c, n);
-                atomic_fetch_add(&c->s->st_coalesced, 1);
+                q_remove(c, i); /* the kept newer message (same topic) still holds set[h]'s string */
+                c->s->n_coalesced++;
             } else {
-                set[i] = n->m->topic;
+                set[h] = e->m->topic;
             }
         }
-        n = prev;
     }
     free(set);
 }
@@ -514,7 +621,7 @@ static void enqueue(client_t *c, wmsg_t *m, bool snap)
     }
     if (m->kind == K_CTRL) {
         size_t n = c->qn - c->qn_snap, b = c->qbytes - c->qbytes_snap;
-        if (n + 1 > 2 * (size_t)c->s->cfg->client_queue || b + m->len > 2 * (size_t)c->s->cfg->client_queue_bytes)
+        if (n + 1 > 2 * (size_t)c->s->cfg->client_queue || b + m->len > 2 * c->s->q_lim_bytes)
             slow_close(c);
         else
             q_append(c, m, false);
@@ -539,7 +646,7 @@ static void enqueue(client_t *c, wmsg_t *m, bool snap)
         return;
     }
     if (m->kind == CCGW_KIND_TELEMETRY) {
-        atomic_fetch_add(&c->s->st_dropped_tele, 1);
+        c->s->n_dropped_tele++;
         return;
     }
     slow_close(c); /* events, alarms and a state that cannot be coalesced */
@@ -551,7 +658,7 @@ static void enqueue_ctrl(client_t *c, char *json, size_t len)
         CLOG_ERROR(TAG, "ws client %llu: out of memory encoding an answer", (unsigned long long)c->id);
         return;
     }
-    wmsg_t *m = wmsg_new(K_CTRL, NULL, json, len);
+    wmsg_t *m = wmsg_new(&c->s->serial, K_CTRL, NULL, json, len);
     if (!m)
         return;
     enqueue(c, m, false);
@@ -613,90 +720,319 @@ static void dirty_remove(client_t *c)
     c->dirty = false;
 }
 
-/* One frame: the head message alone, or a batch of several. */
-static int write_some(client_t *c)
+static void frame_free(frame_t *f)
 {
-    if (!c->qhead)
-        return 0;
-    size_t n = 0, total = 0;
-    for (qnode_t *q = c->qhead; q && n < BATCH_MAX_MSGS; q = q->next) {
-        if (n > 0 && total + q->m->len + 1 > FRAME_MAX)
-            break;
-        total += q->m->len + 1;
-        n++;
+    free(f->serials);
+    free(f->buf);
+    memset(f, 0, sizeof *f);
+}
+
+static void fcache_clear(struct ccgw_http_server *s)
+{
+    for (size_t i = 0; i < FCACHE_SLOTS; i++)
+        frame_free(&s->fcache[i]);
+}
+
+/* The batch frame of the first n live messages of c's queue (flen bytes):
+ * one built for another client with the same messages, or a new one (kept
+ * in the cache in place of the least recently used). NULL: out of memory. */
+static frame_t *batch_frame(client_t *c, size_t n, size_t flen)
+{
+    struct ccgw_http_server *s = c->s;
+    uint64_t first = 0;
+    for (uint32_t i = 0; i < c->rcount && !first; i++)
+        if (q_at(c, i)->m)
+            first = q_at(c, i)->m->serial;
+    frame_t *lru = &s->fcache[0];
+    for (size_t k = 0; k < FCACHE_SLOTS; k++) {
+        frame_t *f = &s->fcache[k];
+        if (f->used < lru->used)
+            lru = f;
+        if (f->n != n || f->len != flen || f->serials[0] != first)
+            continue;
+        size_t j = 0;
+        for (uint32_t i = 0; i < c->rcount && j < n; i++) {
+            const wmsg_t *m = q_at(c, i)->m;
+            if (!m)
+                continue;
+            if (m->serial != f->serials[j])
+                break;
+            j++;
+        }
+        if (j == n) {
+            f->used = ++s->fclock;
+            atomic_fetch_add(&s->st_frame_reused, 1);
+            return f;
+        }
+    }
+    frame_t nf = {.n = n, .len = flen, .used = ++s->fclock};
+    nf.serials = malloc(n * sizeof *nf.serials);
+    nf.buf = malloc(LWS_PRE + flen);
+    if (!nf.serials || !nf.buf) {
+        frame_free(&nf);
+        return NULL;
     }
     static const char pre[] = "{\"op\":\"batch\",\"msgs\":[", post[] = "]}";
-    size_t flen = n == 1 ? c->qhead->m->len : sizeof pre - 1 + total - 1 + sizeof post - 1;
-    unsigned char *buf = malloc(LWS_PRE + flen);
-    if (!buf) {
-        CLOG_ERROR(TAG, "ws client %llu: out of memory writing a frame", (unsigned long long)c->id);
-        return -1;
+    unsigned char *p = nf.buf + LWS_PRE;
+    memcpy(p, pre, sizeof pre - 1);
+    p += sizeof pre - 1;
+    size_t j = 0;
+    for (uint32_t i = 0; i < c->rcount && j < n; i++) {
+        const wmsg_t *m = q_at(c, i)->m;
+        if (!m)
+            continue;
+        if (j)
+            *p++ = ',';
+        memcpy(p, m->json, m->len);
+        p += m->len;
+        nf.serials[j++] = m->serial;
     }
-    unsigned char *p = buf + LWS_PRE;
+    memcpy(p, post, sizeof post - 1);
+    frame_free(lru);
+    *lru = nf;
+    return lru;
+}
+
+/* One frame: the head message alone (written from the shared message), or a
+ * batch of several. */
+static int write_some(client_t *c)
+{
+    if (!c->qn)
+        return 0;
+    size_t n = 0, total = 0;
+    wmsg_t *head = NULL;
+    for (uint32_t i = 0; i < c->rcount && n < BATCH_MAX_MSGS; i++) {
+        const wmsg_t *m = q_at(c, i)->m;
+        if (!m)
+            continue;
+        if (n > 0 && total + m->len + 1 > FRAME_MAX)
+            break;
+        if (!head)
+            head = q_at(c, i)->m;
+        total += m->len + 1;
+        n++;
+    }
+    static const size_t batch_extra = sizeof "{\"op\":\"batch\",\"msgs\":[]}" - 1;
+    unsigned char *out;
+    size_t flen;
     if (n == 1) {
-        memcpy(p, c->qhead->m->json, c->qhead->m->len);
+        out = head->json;
+        flen = head->len;
     } else {
-        memcpy(p, pre, sizeof pre - 1);
-        p += sizeof pre - 1;
-    }
-    size_t sent = 0;
-    for (size_t i = 0; i < n; i++) {
-        qnode_t *q = c->qhead;
-        if (n > 1) {
-            if (i)
-                *p++ = ',';
-            memcpy(p, q->m->json, q->m->len);
-            p += q->m->len;
+        flen = batch_extra + total - 1;
+        frame_t *f = batch_frame(c, n, flen);
+        if (!f) {
+            CLOG_ERROR(TAG, "ws client %llu: out of memory writing a frame", (unsigned long long)c->id);
+            return -1;
         }
-        q_unlink(c, q);
-        wmsg_unref(q->m);
-        free(q);
-        sent++;
+        out = f->buf + LWS_PRE;
     }
-    if (n > 1)
-        memcpy(p, post, sizeof post - 1);
-    int rc = lws_write(c->wsi, buf + LWS_PRE, flen, LWS_WRITE_TEXT);
-    free(buf);
+    int rc = lws_write(c->wsi, out, flen, LWS_WRITE_TEXT); /* the payload is not changed (no mask, no deflate) */
+    for (size_t i = 0; i < n; i++)
+        q_remove(c, 0); /* the head is never a hole (q_trim) */
     if (rc < (int)flen) {
         CLOG_WARN(TAG, "ws client %llu (%s): write failed", (unsigned long long)c->id, c->remote);
         return -1;
     }
     atomic_fetch_add(&c->s->st_frames, 1);
-    atomic_fetch_add(&c->s->st_msgs, sent);
-    if (c->qhead)
+    atomic_fetch_add(&c->s->st_msgs, n);
+    if (c->qn)
         lws_callback_on_writable(c->wsi);
+    else if (c->rcap > 64)
+        q_clear(c); /* an idle client gives the grown ring back */
+    return 0;
+}
+
+/* ---- subscription groups ---- */
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static uint64_t group_hash(int role, char *const *pf, size_t n_pf, char *const *subs, size_t n_subs)
+{
+    uint64_t h = FNV_INIT ^ (uint64_t)role;
+    for (size_t i = 0; i < n_pf; i++)
+        h = fnv1a(pf[i], h) * 31 + 1;
+    h = h * 131 + 7;
+    for (size_t i = 0; i < n_subs; i++)
+        h = fnv1a(subs[i], h) * 31 + 1;
+    return h;
+}
+
+static bool group_is(const sgroup_t *g, uint64_t h, int role, char *const *pf, size_t n_pf, char *const *subs,
+                     size_t n_subs)
+{
+    if (g->hash != h || g->role != role || g->n_pf != n_pf || g->n_subs != n_subs)
+        return false;
+    for (size_t i = 0; i < n_pf; i++)
+        if (strcmp(g->pf[i], pf[i]))
+            return false;
+    for (size_t i = 0; i < n_subs; i++)
+        if (strcmp(g->subs[i], subs[i]))
+            return false;
+    return true;
+}
+
+static void group_free(sgroup_t *g)
+{
+    if (!g)
+        return;
+    for (size_t i = 0; i < g->n_pf; i++)
+        free(g->pf[i]);
+    for (size_t i = 0; i < g->n_subs; i++)
+        free(g->subs[i]);
+    free(g->pf);
+    free(g->subs);
+    free(g->mem);
+    free(g);
+}
+
+static char **strv_dup(char *const *v, size_t n)
+{
+    char **out = calloc(n ? n : 1, sizeof *out);
+    for (size_t i = 0; out && i < n; i++) {
+        if (!(out[i] = strdup(v[i]))) {
+            while (i-- > 0)
+                free(out[i]);
+            free(out);
+            return NULL;
+        }
+    }
+    return out;
+}
+
+static void group_leave(client_t *c)
+{
+    sgroup_t *g = c->g;
+    if (!g)
+        return;
+    g->mem[c->gidx] = g->mem[g->n_members - 1];
+    g->mem[c->gidx]->gidx = c->gidx;
+    c->g = NULL;
+    atomic_fetch_sub(&c->s->n_subscribed, 1);
+    if (--g->n_members == 0) {
+        struct ccgw_http_server *s = c->s;
+        if (g->prev)
+            g->prev->next = g->next;
+        else
+            s->groups = g->next;
+        if (g->next)
+            g->next->prev = g->prev;
+        s->n_groups--;
+        atomic_store(&s->st_groups, s->n_groups);
+        group_free(g);
+    }
+}
+
+/* Move c to the group of these subscriptions (any order, distinct) and its
+ * principal's filters; n == 0: no group. < 0 (out of memory): c unchanged. */
+static int client_regroup(client_t *c, char *const *subs_in, size_t n)
+{
+    struct ccgw_http_server *s = c->s;
+    if (n == 0 || !c->who) {
+        group_leave(c);
+        return 0;
+    }
+    char *subs[MAX_SUBS + 1];
+    memcpy(subs, subs_in, n * sizeof *subs);
+    qsort(subs, n, sizeof *subs, cmp_str);
+    int role = (int)c->who->role;
+    uint64_t h = group_hash(role, c->who->filters, c->who->n_filters, subs, n);
+    sgroup_t *g = s->groups;
+    while (g && !group_is(g, h, role, c->who->filters, c->who->n_filters, subs, n))
+        g = g->next;
+    if (g && g == c->g)
+        return 0;
+    if (!g) {
+        g = calloc(1, sizeof *g);
+        if (!g)
+            return -1;
+        if ((g->pf = strv_dup(c->who->filters, c->who->n_filters)))
+            g->n_pf = c->who->n_filters;
+        if ((g->subs = strv_dup(subs, n)))
+            g->n_subs = n;
+        if (!g->pf || !g->subs) {
+            group_free(g);
+            return -1;
+        }
+        g->hash = h;
+        g->role = role;
+        g->next = s->groups;
+        if (s->groups)
+            s->groups->prev = g;
+        s->groups = g;
+        s->n_groups++;
+        atomic_store(&s->st_groups, s->n_groups);
+    }
+    if (g->n_members == g->mcap) {
+        size_t cap = g->mcap ? 2 * g->mcap : 4;
+        client_t **mem = realloc(g->mem, cap * sizeof *mem);
+        if (!mem) {
+            if (!g->n_members) { /* new: unlink it again */
+                s->groups = g->next;
+                if (g->next)
+                    g->next->prev = NULL;
+                s->n_groups--;
+                atomic_store(&s->st_groups, s->n_groups);
+                group_free(g);
+            }
+            return -1;
+        }
+        g->mem = mem;
+        g->mcap = cap;
+    }
+    group_leave(c);
+    c->g = g;
+    c->gidx = g->n_members;
+    g->mem[g->n_members++] = c;
+    atomic_fetch_add(&s->n_subscribed, 1);
     return 0;
 }
 
 /* ---- the hub ---- */
 
-static bool client_wants(const client_t *c, const char *topic)
+static bool group_wants(const sgroup_t *g, const char *topic)
 {
-    if (!c->who || c->closing || !c->n_subs)
-        return false;
     bool match = false;
-    for (size_t i = 0; i < c->n_subs && !match; i++)
-        match = ccgw_topic_matches(c->subs[i], topic);
-    return match && ccgw_principal_may_see(c->who, topic);
+    for (size_t i = 0; i < g->n_subs && !match; i++)
+        match = ccgw_topic_matches(g->subs[i], topic);
+    if (!match)
+        return false;
+    ccgw_principal_t p = {.name = (char *)"", .role = (ccgw_role_t)g->role, .filters = g->pf, .n_filters = g->n_pf};
+    return ccgw_principal_may_see(&p, topic);
 }
 
 static void distribute(struct ccgw_http_server *s, inmsg_t *im)
 {
     wmsg_t *m = NULL;
-    for (client_t *c = s->clients; c; c = c->next) {
-        if (!client_wants(c, im->topic))
+    for (sgroup_t *g = s->groups, *gnext; g; g = gnext) {
+        gnext = g->next; /* g is freed when a slow close takes its last member */
+        if (!group_wants(g, im->topic))
             continue;
         if (!m) {
             size_t len;
             char *j = ccgw_ws_encode_msg(im->topic, im->payload, im->len, ccgw_kind_retained(im->kind), &len);
-            if (!j || !(m = wmsg_new((int)im->kind, im->topic, j, len))) {
+            if (!(m = wmsg_new(&s->serial, (int)im->kind, im->topic, j, len))) {
                 CLOG_ERROR(TAG, "out of memory encoding a message for WebSocket clients");
                 return;
             }
         }
-        enqueue(c, m, false);
+        /* from the end: a slow close moves the last member into c's place, one already done */
+        client_t **mem = g->mem;
+        for (size_t i = g->n_members; i-- > 0;) {
+            if (i >= 4)
+                __builtin_prefetch(mem[i - 4]);
+            enqueue(mem[i], m, false);
+        }
     }
     wmsg_unref(m);
+}
+
+/* The service thread's plain counters, for the other threads (tick, drain, exit). */
+static void publish_stats(struct ccgw_http_server *s)
+{
+    atomic_store(&s->st_q_bytes, s->q_bytes);
+    atomic_store(&s->st_dropped_tele, s->n_dropped_tele);
+    atomic_store(&s->st_coalesced, s->n_coalesced);
 }
 
 static void drain_inbox(struct ccgw_http_server *s)
@@ -713,6 +1049,7 @@ static void drain_inbox(struct ccgw_http_server *s)
         free(list);
         list = next;
     }
+    publish_stats(s);
 }
 
 typedef struct sub_ctx {
@@ -730,7 +1067,7 @@ static void snapshot_one(void *ctx, ccgw_kind_t kind, const char *topic, const c
         return;
     size_t jl;
     char *j = ccgw_ws_encode_msg(topic, payload, len, true, &jl);
-    wmsg_t *m = j ? wmsg_new((int)kind, topic, j, jl) : NULL;
+    wmsg_t *m = wmsg_new(&x->s->serial, (int)kind, topic, j, jl);
     if (!m) {
         CLOG_ERROR(TAG, "out of memory building a snapshot");
         return;
@@ -747,42 +1084,36 @@ static void sub_locked(void *ctx)
     sub_ctx_t *x = ctx;
     drain_inbox(x->s);
     if (x->add) {
-        char *f = strdup(x->filter);
-        if (!f) {
+        client_t *c = x->c;
+        char *subs[MAX_SUBS + 1];
+        size_t n = c->g ? c->g->n_subs : 0;
+        if (n)
+            memcpy(subs, c->g->subs, n * sizeof *subs);
+        subs[n++] = (char *)x->filter;
+        if (client_regroup(c, subs, n) != 0) {
             x->count = -1;
             return;
         }
-        x->c->subs[x->c->n_subs++] = f;
     }
     ccgw_bus_retained_each_locked(x->s->gw->bus, snapshot_one, x);
-}
-
-static void client_set_subscribed(client_t *c, size_t old_n)
-{
-    if (old_n == 0 && c->n_subs > 0)
-        atomic_fetch_add(&c->s->n_subscribed, 1);
-    else if (old_n > 0 && c->n_subs == 0)
-        atomic_fetch_sub(&c->s->n_subscribed, 1);
 }
 
 static void op_sub(client_t *c, ccgw_ws_req_t *r)
 {
     struct ccgw_http_server *s = c->s;
     bool have = false;
-    for (size_t i = 0; i < c->n_subs; i++)
-        have = have || strcmp(c->subs[i], r->filter) == 0;
-    if (!have && c->n_subs >= MAX_SUBS) {
+    size_t n_subs = c->g ? c->g->n_subs : 0;
+    for (size_t i = 0; i < n_subs; i++)
+        have = have || strcmp(c->g->subs[i], r->filter) == 0;
+    if (!have && n_subs >= MAX_SUBS) {
         send_error(c, r->has_id, r->id, "too_many_subs", "at most 64 subscriptions per connection");
         return;
     }
     /* counted before the lock: a retained message tapped after the snapshot reaches the inbox */
-    if (c->n_subs == 0)
-        atomic_fetch_add(&s->n_subscribed, 1);
-    size_t old_n = c->n_subs;
+    atomic_fetch_add(&s->n_subscribed, 1);
     sub_ctx_t x = {.s = s, .c = c, .filter = r->filter, .add = !have};
     ccgw_bus_with_cache_locked(s->gw->bus, sub_locked, &x);
-    if (old_n == 0 && c->n_subs == 0)
-        atomic_fetch_sub(&s->n_subscribed, 1);
+    atomic_fetch_sub(&s->n_subscribed, 1);
     if (x.count < 0) {
         send_error(c, r->has_id, r->id, "bad_request", "out of memory");
         return;
@@ -794,15 +1125,21 @@ static void op_sub(client_t *c, ccgw_ws_req_t *r)
 
 static void op_unsub(client_t *c, ccgw_ws_req_t *r)
 {
-    size_t old_n = c->n_subs;
-    for (size_t i = 0; i < c->n_subs; i++) {
-        if (strcmp(c->subs[i], r->filter) == 0) {
-            free(c->subs[i]);
-            c->subs[i] = c->subs[--c->n_subs];
-            break;
+    if (c->g) {
+        char *subs[MAX_SUBS + 1];
+        size_t n = 0;
+        bool found = false;
+        for (size_t i = 0; i < c->g->n_subs; i++) {
+            if (strcmp(c->g->subs[i], r->filter) == 0)
+                found = true;
+            else
+                subs[n++] = c->g->subs[i];
+        }
+        if (found && client_regroup(c, subs, n) != 0) {
+            send_error(c, r->has_id, r->id, "bad_request", "out of memory");
+            return;
         }
     }
-    client_set_subscribed(c, old_n);
     size_t len;
     char *j = ccgw_ws_encode_ack(r->has_id, r->id, -1, NULL, NULL, &len);
     enqueue_ctrl(c, j, len);
@@ -938,6 +1275,15 @@ static void op_auth(client_t *c, ccgw_ws_req_t *r)
     }
     ccgw_principal_free(c->who);
     c->who = p;
+    if (c->g) { /* what the subscriptions see follows the new token's filters */
+        char *subs[MAX_SUBS + 1];
+        size_t n = c->g->n_subs;
+        memcpy(subs, c->g->subs, n * sizeof *subs);
+        if (client_regroup(c, subs, n) != 0) {
+            CLOG_ERROR(TAG, "ws client %llu: out of memory: its subscriptions are dropped", (unsigned long long)c->id);
+            group_leave(c);
+        }
+    }
     CLOG_INFO(TAG, "ws client %llu (%s): authenticated as %s (%s)", (unsigned long long)c->id, c->remote, p->name,
               ccgw_role_name(p->role));
     size_t len;
@@ -1376,6 +1722,8 @@ static void ws_established(struct ccgw_http_server *s, struct lws *wsi, pss_t *p
         s->clients->prev = c;
     s->clients = c;
     pss->c = c;
+    s->n_ws++;
+    update_queue_limit(s);
     atomic_fetch_add(&s->st_clients, 1);
     atomic_fetch_add(&s->st_clients_total, 1);
 
@@ -1411,12 +1759,10 @@ static void ws_closed(struct ccgw_http_server *s, pss_t *pss)
     if (c->next)
         c->next->prev = c->prev;
     dirty_remove(c);
-    size_t old_n = c->n_subs;
-    for (size_t i = 0; i < c->n_subs; i++)
-        free(c->subs[i]);
-    c->n_subs = 0;
-    client_set_subscribed(c, old_n);
+    group_leave(c);
     q_clear(c);
+    s->n_ws--;
+    update_queue_limit(s);
     atomic_fetch_sub(&s->st_clients, 1);
     CLOG_INFO(TAG, "ws client %llu (%s) disconnected", (unsigned long long)c->id, c->remote);
     ccgw_principal_free(c->who);
@@ -1485,6 +1831,10 @@ static void tick_cb(lws_sorted_usec_list_t *sul)
             client_close(c, LWS_CLOSE_STATUS_POLICY_VIOLATION, "unauthorized");
         }
     }
+    publish_stats(s);
+    if (s->fclock == s->fclock_tick)
+        fcache_clear(s); /* no batch frame for a tick: the cache's memory goes back */
+    s->fclock_tick = s->fclock;
     lws_sul_schedule(s->ctx, 0, &s->tick_sul, tick_cb, 250 * LWS_US_PER_MS);
 }
 
@@ -1530,14 +1880,14 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         client_t *c = pss ? pss->c : NULL;
         if (!c)
             return 0;
-        if (c->closing && !c->qhead) { /* what was queued before the close (an error) went out first */
+        if (c->closing && !c->qn) { /* what was queued before the close (an error) went out first */
             const char *why = c->close_reason ? c->close_reason : "";
             lws_close_reason(wsi, (enum lws_close_status)c->close_code, (unsigned char *)why, strlen(why));
             return -1;
         }
         if (write_some(c) != 0)
             return -1;
-        if (c->closing && !c->qhead)
+        if (c->closing && !c->qn)
             lws_callback_on_writable(wsi);
         return 0;
     }
@@ -1617,6 +1967,7 @@ static void *service_main(void *arg)
         if (s->stop_deadline && (!s->clients || now_ms() >= s->stop_deadline))
             break;
     }
+    publish_stats(s);
     return NULL;
 }
 
@@ -1668,6 +2019,7 @@ ccgw_http_server_t *ccgw_http_server_new(ccgw_gateway_t *gw)
         if (s->cfg->dashboard)
             CLOG_WARN(TAG, "web_root %s: %s: no dashboard files are served", root[0] ? root : "?", strerror(errno));
     }
+    update_queue_limit(s);
     ccgw_bus_set_tap(gw->bus, tap, s);
     return s;
 }
@@ -1782,6 +2134,7 @@ void ccgw_http_server_stop(ccgw_http_server_t *s)
     pthread_mutex_unlock(&s->in_lock);
     lws_context_destroy(s->ctx);
     s->ctx = NULL;
+    fcache_clear(s);
     ccgw_http_server_stats_t st;
     ccgw_http_server_get_stats(s, &st);
     CLOG_INFO(TAG,
@@ -1839,4 +2192,9 @@ void ccgw_http_server_get_stats(ccgw_http_server_t *s, ccgw_http_server_stats_t 
     out->http_requests = atomic_load(&s->st_http_req);
     out->http_errors = atomic_load(&s->st_http_err);
     out->commands_in = atomic_load(&s->st_cmds);
+    out->queued_bytes = atomic_load(&s->st_q_bytes);
+    out->queue_limit_bytes = atomic_load(&s->st_q_lim);
+    out->queue_budget_bytes = s->cfg->queue_budget_bytes > 0 ? (uint64_t)s->cfg->queue_budget_bytes : 0;
+    out->sub_groups = atomic_load(&s->st_groups);
+    out->frames_reused = atomic_load(&s->st_frame_reused);
 }

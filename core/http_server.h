@@ -30,6 +30,12 @@ typedef struct ccgw_http_server_stats {
     uint64_t inbox_depth, inbox_dropped; /* the tap -> service thread hand-off */
     uint64_t http_requests, http_errors; /* 4xx/5xx answered */
     uint64_t commands_in;
+    uint64_t queued_bytes;          /* live message bytes in all client queues now (snapshots excluded) */
+    uint64_t queue_limit_bytes;     /* each client's live byte limit now: min(client_queue_bytes,
+                                       max(16 KiB, queue_budget_bytes / clients)) */
+    uint64_t queue_budget_bytes;    /* http.queue_budget_bytes (0 = none) */
+    uint64_t sub_groups;            /* distinct (subscriptions, token filters) sets: matching is per group */
+    uint64_t frames_reused;         /* batch frames written again to another client without rebuilding */
 } ccgw_http_server_stats_t;
 
 /* Uses gw->cfg->http; NULL on failure (logged). */

@@ -220,6 +220,14 @@ static void http(FILE *f, ccgw_gateway_t *gw)
             s.coalesced_state);
     gauge(f, "ccgw_ws_inbox_depth", "Messages waiting for the WebSocket service thread.", (double)s.inbox_depth);
     counter(f, "ccgw_ws_inbox_dropped_total", "Messages the WebSocket hand-off queue dropped.", s.inbox_dropped);
+    gauge(f, "ccgw_ws_queued_bytes", "Live message bytes in all WebSocket client queues.", (double)s.queued_bytes);
+    gauge(f, "ccgw_ws_queue_limit_bytes", "Each WebSocket client's live queue limit now (budget share).",
+          (double)s.queue_limit_bytes);
+    gauge(f, "ccgw_ws_queue_budget_bytes", "http.queue_budget_bytes (0 = none).", (double)s.queue_budget_bytes);
+    gauge(f, "ccgw_ws_sub_groups", "Distinct WebSocket subscription sets (matched once per message).",
+          (double)s.sub_groups);
+    counter(f, "ccgw_ws_frames_reused_total", "Batch frames written to another client without rebuilding.",
+            s.frames_reused);
     counter(f, "ccgw_http_requests_total", "HTTP requests answered.", s.http_requests);
     counter(f, "ccgw_http_errors_total", "HTTP requests answered 4xx or 5xx.", s.http_errors);
     counter(f, "ccgw_ws_commands_in_total", "Commands received over WebSocket and HTTP.", s.commands_in);
