@@ -28,6 +28,7 @@ static ccgw_principal_t *who[4];
 static const char yaml[] = "gateway: {site: hq, id: gw1, data_dir: /nonexistent-ccgw-fuzz, backpressure_ms: 0}\n"
                            "alarms: {persist: false}\n"
                            "http:\n"
+                           "  port: 0\n"
                            "  audit_log: \"\"\n"
                            "  max_request_bytes: 4096\n"
                            "  tokens:\n"
