@@ -284,12 +284,13 @@ static bool error_code_is(const h_msg *m, const void *ud)
     return e && h_json_str_is(e, "code", ud);
 }
 
-/* MB_WRITE_QUEUE_LEN (16) writes wait; with one in flight, 24 sent make at
- * least 7 busy replies */
+/* MB_WRITE_QUEUE_LEN (16) writes wait, one is in flight; of 40 sent at once
+ * some are answered busy (up to 23; fewer when the worker gave up on a
+ * write, 2 x 300 ms, while the burst was still arriving on a slow machine) */
 static void busy_when_the_write_queue_is_full(void **state)
 {
     (void)state;
-    enum { N = 24 };
+    enum { N = 40 };
     size_t from = h_mqtt_mark(P);
     h_proc_signal(W.sim->proc, SIGSTOP);
     for (int i = 0; i < N; i++) {
@@ -307,7 +308,7 @@ static void busy_when_the_write_queue_is_full(void **state)
     size_t nb = h_mqtt_collect(P, from, "it/replies/busy", error_code_is, "busy", busy, N);
     h_proc_signal(W.sim->proc, SIGCONT);
     h_log("%zu of %d writes answered busy while the device was stopped", nb, N);
-    H_ASSERT(nb >= N - 17 && nb < N, "busy replies: %zu (expected %d..%d)", nb, N - 17, N - 1);
+    H_ASSERT(nb >= 1 && nb <= N - 17, "busy replies: %zu (expected 1..%d)", nb, N - 17);
     H_ASSERT(strstr(busy[0]->payload, "writes already pending"), "busy message: %s", busy[0]->payload);
     /* the queued ones complete (ok, or a timeout for the one cut off), one reply each */
     int64_t t0 = h_now_ms();
