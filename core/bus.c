@@ -589,38 +589,51 @@ static bool spooled_retain(ccgw_bus_t *b, const ccgw_spool_rec_t *r)
     return retain;
 }
 
-/* Publish up to `max` spooled records in order while the sink is ready. */
+/* Publish up to `max` spooled records in order while the sink is ready.
+ * The message handed to the sink borrows the spool's record buffer (valid
+ * until the next ccgw_spool_next()): no allocation, no copy; the counters
+ * are added once per batch. */
 static void deliver_spool(ccgw_bus_t *b, int max)
 {
+    uint64_t published[CCGW_KIND__COUNT] = {0}, dropped[CCGW_KIND__COUNT] = {0};
+    bool any = false;
     for (int i = 0; i < max; i++) {
         if (!sink_ready(b))
-            return;
+            break;
         ccgw_spool_rec_t r;
         if (ccgw_spool_next(b->spool, &r) != 1)
-            return;
+            break;
         ccgw_kind_t kind = (unsigned)r.kind < CCGW_KIND__COUNT ? (ccgw_kind_t)r.kind : CCGW_KIND_EVENT;
-        ccgw_msg_t *m = ccgw_msg_new(kind, r.qos, r.topic, r.payload, r.payload_len, NULL, 0);
-        if (!m) {
-            ccgw_spool_rewind(b->spool); /* try again later */
-            return;
-        }
-        m->retain = spooled_retain(b, &r);
-        m->spool_id = r.id;
-        int rc = b->has_sink ? b->sink.publish(b->sink.ctx, m) : 0;
-        ccgw_msg_free(m);
+        ccgw_msg_t m;
+        memset(&m, 0, sizeof m);
+        m.kind = kind;
+        m.qos = r.qos;
+        m.topic = (char *)r.topic;
+        m.payload = (char *)r.payload;
+        m.payload_len = r.payload_len;
+        m.retain = spooled_retain(b, &r);
+        m.spool_id = r.id;
+        int rc = b->has_sink ? b->sink.publish(b->sink.ctx, &m) : 0;
         if (rc == CCGW_ESTATE) {
             ccgw_spool_rewind(b->spool); /* not connected: again after the reconnect */
-            return;
+            break;
         }
         if (!b->has_sink || rc != 0)
             ccgw_spool_ack(b->spool, r.id); /* no broker configured, or it can never go out */
-        pthread_mutex_lock(&b->lock);
         if (rc == 0)
-            b->st.published[kind]++;
+            published[kind]++;
         else
-            b->st.dropped_offline[kind]++;
-        pthread_mutex_unlock(&b->lock);
+            dropped[kind]++;
+        any = true;
     }
+    if (!any)
+        return;
+    pthread_mutex_lock(&b->lock);
+    for (int k = 0; k < CCGW_KIND__COUNT; k++) {
+        b->st.published[k] += published[k];
+        b->st.dropped_offline[k] += dropped[k];
+    }
+    pthread_mutex_unlock(&b->lock);
 }
 
 /* Wait until the sink is ready or we are stopping. Called with b->lock held. */

@@ -60,6 +60,8 @@ typedef struct ccgw_spool_stats {
     uint64_t corrupt_regions, corrupt_bytes;
     uint64_t fsyncs, checkpoints;
     uint64_t watermark, next_id;
+    uint64_t mapped_segments;      /* segments written through a shared mapping (no write(2)) */
+    uint64_t read_mapped, read_file; /* records handed to the reader from the mapping / from the file */
     bool full;
 } ccgw_spool_stats_t;
 
