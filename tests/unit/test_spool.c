@@ -1,8 +1,10 @@
 /* Unit tests of the spool (core/spool.c) on real files in a temporary
  * folder: append/ack/reopen, out-of-order acknowledgements and the
  * watermark, segment deletion, a truncated tail, a bit flip in the middle,
- * the limits (telemetry dropped, events CCGW_EFULL, the full callback) and
- * age expiry. */
+ * the limits (telemetry dropped, events CCGW_EFULL, the full callback),
+ * age expiry, and the mapped segments: records appended by a process killed
+ * with SIGKILL (no close, the file still preallocated) all come back, the
+ * unused end is not damage, a record cut short before its magic neither. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,7 +15,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -312,6 +316,110 @@ static void bit_flip_middle(void **state)
     ccgw_spool_close(sp);
 }
 
+/* A child appends, reads some through the mapping, and dies by SIGKILL
+ * (nothing closed, the segment still mapped and preallocated). */
+static void mapped_kill9(void **state)
+{
+    (void)state;
+    ccgw_spool_options_t o = {.fsync_ms = 60000, .segment_bytes = 64 * 1024};
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        ccgw_spool_t *sp = open_sp(&o, NULL);
+        for (int i = 1; i <= 300; i++)
+            add(sp, K_EVENT, i);
+        ccgw_spool_stats_t st;
+        ccgw_spool_get_stats(sp, &st);
+        int seqs[8];
+        int got = read_all(sp, seqs, NULL, 8);
+        ccgw_spool_get_stats(sp, &st);
+        /* 300 records of ~70 bytes: one roll at 64 KiB at most; both mapped */
+        if (st.mapped_segments < 1 || got != 8 || st.read_mapped != 8)
+            _exit(3);
+        ccgw_spool_ack(sp, 1);
+        raise(SIGKILL);
+        _exit(4);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    /* the killed segment is still preallocated: its end is zeros */
+    char f[600];
+    seg_file(f, sizeof f);
+    struct stat before;
+    assert_int_equal(stat(f, &before), 0);
+    assert_int_equal(before.st_size, 64 * 1024);
+    /* a record cut short before its magic went in, right after the last one */
+    ccgw_spool_open_report_t rep;
+    ccgw_spool_t *sp = open_sp(&o, &rep);
+    assert_int_equal(rep.corrupt_regions, 0);
+    assert_int_equal(rep.corrupt_segments, 0);
+    assert_int_equal(rep.pending, 300); /* the ack was never checkpointed */
+    assert_int_equal(count_files("/corrupt", ".bad"), 0);
+    int seqs[400];
+    assert_int_equal(read_all(sp, seqs, NULL, 400), 300);
+    for (int i = 0; i < 300; i++)
+        assert_int_equal(seqs[i], i + 1);
+    ccgw_spool_close(sp);
+    /* the unused end was cut off */
+    struct stat after;
+    assert_int_equal(stat(f, &after), 0);
+    assert_true(after.st_size < before.st_size);
+    /* now a torn record: header without its magic, half a body, then zeros */
+    int fd = open(f, O_RDWR);
+    assert_true(fd >= 0);
+    unsigned char torn[4096];
+    memset(torn, 0, sizeof torn);
+    memset(torn + 4, 0x5a, 60);
+    assert_int_equal(pwrite(fd, torn, sizeof torn, after.st_size), (ssize_t)sizeof torn);
+    close(fd);
+    sp = open_sp(&o, &rep);
+    assert_int_equal(rep.corrupt_regions, 0);
+    assert_int_equal(rep.pending, 300);
+    assert_int_equal(read_all(sp, seqs, NULL, 400), 300);
+    ccgw_spool_close(sp);
+    struct stat again;
+    assert_int_equal(stat(f, &again), 0);
+    assert_int_equal(again.st_size, after.st_size);
+}
+
+/* Appends past several segment rolls while the reader follows: every record
+ * once, in order, from the mapping while the writer is in the same segment
+ * and from the file once it rolled. */
+static void mapped_reader_follows(void **state)
+{
+    (void)state;
+    ccgw_spool_options_t o = {.fsync_ms = 50, .segment_bytes = 4096};
+    ccgw_spool_t *sp = open_sp(&o, NULL);
+    int next = 1, n_read = 0, seqs[64];
+    for (int round = 0; round < 200; round++) {
+        for (int k = 0; k < 7; k++)
+            add(sp, K_EVENT, next++);
+        int got = read_all(sp, seqs, NULL, round % 3 == 0 ? 2 : 64);
+        for (int i = 0; i < got; i++)
+            assert_int_equal(seqs[i], ++n_read);
+    }
+    int got;
+    while ((got = read_all(sp, seqs, NULL, 64)) > 0)
+        for (int i = 0; i < got; i++)
+            assert_int_equal(seqs[i], ++n_read);
+    assert_int_equal(n_read, next - 1);
+    ccgw_spool_stats_t st;
+    ccgw_spool_get_stats(sp, &st);
+    assert_true(st.mapped_segments > 10);
+    assert_true(st.read_mapped > 0);
+    assert_true(st.read_file > 0);
+    assert_int_equal(st.read_mapped + st.read_file, (uint64_t)n_read);
+    /* a rewind reads them all again, from the files */
+    ccgw_spool_rewind(sp);
+    n_read = 0;
+    while ((got = read_all(sp, seqs, NULL, 64)) > 0)
+        for (int i = 0; i < got; i++)
+            assert_int_equal(seqs[i], ++n_read);
+    assert_int_equal(n_read, next - 1);
+    ccgw_spool_close(sp);
+}
+
 static int full_calls[2];
 static void on_full(void *ctx, bool full)
 {
@@ -586,6 +694,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(out_of_order_acks, setup, teardown),
         cmocka_unit_test_setup_teardown(segment_deletion, setup, teardown),
         cmocka_unit_test_setup_teardown(truncated_tail, setup, teardown),
+        cmocka_unit_test_setup_teardown(mapped_kill9, setup, teardown),
+        cmocka_unit_test_setup_teardown(mapped_reader_follows, setup, teardown),
         cmocka_unit_test_setup_teardown(bit_flip_middle, setup, teardown),
         cmocka_unit_test_setup_teardown(limits, setup, teardown),
         cmocka_unit_test_setup_teardown(age_expiry, setup, teardown),
