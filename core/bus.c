@@ -44,6 +44,8 @@ struct ccgw_bus {
     void *tap_ctx;
     ccgw_spool_t *spool;           /* owned; NULL = in-memory queue only */
     bool spool_telemetry;
+    uint64_t pace_floor;           /* lowest unread spool backlog since the last (re)connect */
+    int pace_waiters;              /* event emitters waiting in pace() */
     ccgw_bus_full_fn full_cb;
     void *full_ctx;
     /* retained cache */
@@ -300,6 +302,63 @@ static void enqueue_locked(ccgw_bus_t *b, ccgw_msg_t *m)
     pthread_cond_signal(&b->not_empty);
 }
 
+static bool sink_ready(ccgw_bus_t *b);
+
+static bool sink_connected(ccgw_bus_t *b)
+{
+    return b->sink.connected ? b->sink.connected(b->sink.ctx) : sink_ready(b);
+}
+
+/* Pacing (bus.h): an event waits, up to backpressure_ms, while the broker is
+ * connected and the unread backlog is CCGW_BUS_PACE over its floor; then it
+ * is accepted anyway. */
+static void pace(ccgw_bus_t *b)
+{
+    uint64_t u = ccgw_spool_unread(b->spool);
+    pthread_mutex_lock(&b->lock);
+    if (u <= b->pace_floor + CCGW_BUS_PACE || b->backpressure_ms <= 0 || b->stopping || b->interrupted ||
+        !b->running || !sink_connected(b)) {
+        pthread_mutex_unlock(&b->lock);
+        return;
+    }
+    b->st.paced++;
+    b->pace_waiters++;
+    struct timespec dl;
+    deadline_after(&dl, b->backpressure_ms);
+    while (!b->stopping && !b->interrupted) {
+        struct timespec step;
+        deadline_after(&step, 50);
+        if (step.tv_sec > dl.tv_sec || (step.tv_sec == dl.tv_sec && step.tv_nsec > dl.tv_nsec))
+            step = dl;
+        if (pthread_cond_timedwait(&b->not_full, &b->lock, &step) == ETIMEDOUT) {
+            struct timespec now;
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            if (now.tv_sec > dl.tv_sec || (now.tv_sec == dl.tv_sec && now.tv_nsec >= dl.tv_nsec))
+                break;
+        }
+        pthread_mutex_unlock(&b->lock);
+        u = ccgw_spool_unread(b->spool);
+        pthread_mutex_lock(&b->lock);
+        if (u <= b->pace_floor + CCGW_BUS_PACE || !sink_connected(b))
+            break;
+    }
+    b->pace_waiters--;
+    pthread_mutex_unlock(&b->lock);
+}
+
+/* North thread, after reading from the spool: move the floor down, let
+ * paced emitters go once the backlog is back under half the pace. */
+static void pace_update(ccgw_bus_t *b, bool reconnected)
+{
+    uint64_t u = ccgw_spool_unread(b->spool);
+    pthread_mutex_lock(&b->lock);
+    if (reconnected || u < b->pace_floor)
+        b->pace_floor = u;
+    if (b->pace_waiters && u <= b->pace_floor + CCGW_BUS_PACE / 2)
+        pthread_cond_broadcast(&b->not_full);
+    pthread_mutex_unlock(&b->lock);
+}
+
 /* Append to the spool; events wait (re-trying) up to backpressure_ms while
  * the spool is full, telemetry and alarms do not wait. */
 static int spool_append(ccgw_bus_t *b, ccgw_kind_t kind, int qos, uint64_t version, const char *topic,
@@ -307,6 +366,8 @@ static int spool_append(ccgw_bus_t *b, ccgw_kind_t kind, int qos, uint64_t versi
 {
     struct timespec dl;
     bool waited = false;
+    if (kind == CCGW_KIND_EVENT && b->has_sink)
+        pace(b);
     for (;;) {
         int rc = ccgw_spool_append(b->spool, (int)kind, qos, version, topic, payload, len, NULL);
         if (rc == CCGW_OK) {
@@ -685,8 +746,10 @@ static void *north_main(void *arg)
     while (!b->stopping) {
         if (b->has_sink && b->sink.take_snapshot_request(b->sink.ctx)) {
             pthread_mutex_unlock(&b->lock);
-            if (b->spool)
+            if (b->spool) {
                 ccgw_spool_rewind(b->spool); /* sent before the disconnect, not acknowledged */
+                pace_update(b, true);        /* an outage's backlog drains unpaced */
+            }
             run_snapshot(b);
             pthread_mutex_lock(&b->lock);
             continue;
@@ -741,8 +804,10 @@ static void *north_main(void *arg)
                 held_tail = NULL;
             ccgw_msg_free(m);
         }
-        if (b->spool)
+        if (b->spool) {
             deliver_spool(b, 256);
+            pace_update(b, false);
+        }
         /* dirty entries: the latest state of topics whose updates did not fit */
         for (;;) {
             if (!sink_ready(b))

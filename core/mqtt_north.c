@@ -261,6 +261,12 @@ static bool sink_take_snapshot(void *ctx)
     return atomic_exchange(&m->want_snapshot, false);
 }
 
+static bool sink_connected(void *ctx)
+{
+    ccgw_mqtt_t *m = ctx;
+    return atomic_load(&m->connected);
+}
+
 static bool sink_idle(void *ctx)
 {
     ccgw_mqtt_t *m = ctx;
@@ -274,6 +280,7 @@ void ccgw_mqtt_sink(ccgw_mqtt_t *m, ccgw_sink_t *out)
     out->publish = sink_publish;
     out->take_snapshot_request = sink_take_snapshot;
     out->idle = sink_idle;
+    out->connected = sink_connected;
 }
 
 /* ---- lifecycle ---- */

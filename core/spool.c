@@ -815,6 +815,15 @@ bool ccgw_spool_has_unread(ccgw_spool_t *sp)
     return r;
 }
 
+uint64_t ccgw_spool_unread(ccgw_spool_t *sp)
+{
+    pthread_mutex_lock(&sp->lock);
+    uint64_t from = sp->rd_id > sp->w ? sp->rd_id : sp->w + 1;
+    uint64_t n = from < sp->next_id ? sp->next_id - from : 0;
+    pthread_mutex_unlock(&sp->lock);
+    return n;
+}
+
 void ccgw_spool_rewind(ccgw_spool_t *sp)
 {
     pthread_mutex_lock(&sp->lock);
@@ -1343,9 +1352,10 @@ void ccgw_spool_close(ccgw_spool_t *sp)
             sp->persisted_w = sp->w;
         CLOG_INFO(TAG, "closed: %" PRIu64 " records pending, %" PRIu64 " bytes; appended %" PRIu64
                   ", delivered %" PRIu64 ", telemetry dropped %" PRIu64 ", refused full %" PRIu64
-                  ", expired %" PRIu64 ", fsyncs %" PRIu64, sp->st.pending, sp->bytes, sp->st.appended,
+                  ", expired %" PRIu64 ", fsyncs %" PRIu64 "; mapped segments %" PRIu64 ", read from the mapping %" PRIu64
+                  ", from files %" PRIu64, sp->st.pending, sp->bytes, sp->st.appended,
                   sp->st.delivered, sp->st.dropped_telemetry, sp->st.refused_full, sp->st.expired,
-                  sp->st.fsyncs);
+                  sp->st.fsyncs, sp->st.mapped_segments, sp->st.read_mapped, sp->st.read_file);
     }
     if (sp->wfd >= 0) {
         unmap_active(sp);

@@ -94,6 +94,8 @@ int ccgw_spool_append(ccgw_spool_t *sp, int kind, int qos, uint64_t version, con
 /* Reader (one thread): the next record not yet acknowledged, in id order.
  * 1 = *rec filled, 0 = nothing more for now. */
 int ccgw_spool_next(ccgw_spool_t *sp, ccgw_spool_rec_t *rec);
+/* Records appended and not yet handed to the reader (a snapshot). */
+uint64_t ccgw_spool_unread(ccgw_spool_t *sp);
 /* True when next() would return a record. */
 bool ccgw_spool_has_unread(ccgw_spool_t *sp);
 /* Go back to the lowest unacknowledged record (after a disconnect). */

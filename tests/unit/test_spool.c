@@ -686,6 +686,84 @@ static void bus_backpressure(void **state)
     ccgw_bus_free(b);
 }
 
+/* Pacing: a sink that is connected but never ready (in-flight window full)
+ * holds emitters back once CCGW_BUS_PACE records wait unread; they are
+ * accepted anyway after backpressure_ms. Disconnected: no pacing at all
+ * (the spool absorbs an outage). */
+static atomic_bool p_connected;
+static bool p_ready(void *c)
+{
+    (void)c;
+    return false;
+}
+static bool p_conn(void *c)
+{
+    (void)c;
+    return atomic_load(&p_connected);
+}
+static bool p_snap(void *c)
+{
+    (void)c;
+    return false;
+}
+static int p_publish(void *c, const ccgw_msg_t *m)
+{
+    (void)c;
+    (void)m;
+    return 0;
+}
+static bool p_idle(void *c)
+{
+    (void)c;
+    return true;
+}
+
+static int paced_run(bool connected, long *slowest_ms)
+{
+    atomic_store(&p_connected, connected);
+    ccgw_bus_t *b = ccgw_bus_new(64, 100);
+    ccgw_spool_options_t o = {.fsync_ms = 1000};
+    ccgw_bus_set_spool(b, open_sp(&o, NULL), false);
+    ccgw_sink_t sk = {.ctx = NULL, .ready = p_ready, .publish = p_publish, .take_snapshot_request = p_snap,
+                      .idle = p_idle, .connected = p_conn};
+    ccgw_bus_set_sink(b, &sk);
+    assert_int_equal(ccgw_bus_start(b), CCGW_OK);
+    *slowest_ms = 0;
+    for (int i = 0; i < CCGW_BUS_PACE + 3; i++) {
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        assert_int_equal(ccgw_bus_push(b, ccgw_msg_new(CCGW_KIND_EVENT, 1, "t/e", "{}", 2, NULL, 0)), CCGW_OK);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+        if (ms > *slowest_ms)
+            *slowest_ms = ms;
+    }
+    ccgw_bus_stats_t bs;
+    ccgw_bus_get_stats(b, &bs);
+    ccgw_spool_stats_t ss;
+    ccgw_spool_get_stats(ccgw_bus_spool(b), &ss);
+    assert_int_equal(ss.appended, CCGW_BUS_PACE + 3);
+    assert_int_equal(bs.dropped_full[CCGW_KIND_EVENT], 0);
+    ccgw_bus_free(b);
+    return (int)bs.paced;
+}
+
+static void bus_pacing(void **state)
+{
+    (void)state;
+    long slowest = 0;
+    /* connected, nothing read: the last 2 or 3 emits wait 100 ms each, then are accepted */
+    int paced = paced_run(true, &slowest);
+    assert_true(paced >= 2 && paced <= 3);
+    assert_true(slowest >= 90);
+    /* the broker away: the spool takes everything at once */
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s/spool'", dir);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(paced_run(false, &slowest), 0);
+    assert_true(slowest < 90);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -695,6 +773,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(segment_deletion, setup, teardown),
         cmocka_unit_test_setup_teardown(truncated_tail, setup, teardown),
         cmocka_unit_test_setup_teardown(mapped_kill9, setup, teardown),
+        cmocka_unit_test_setup_teardown(bus_pacing, setup, teardown),
         cmocka_unit_test_setup_teardown(mapped_reader_follows, setup, teardown),
         cmocka_unit_test_setup_teardown(bit_flip_middle, setup, teardown),
         cmocka_unit_test_setup_teardown(limits, setup, teardown),
