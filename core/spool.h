@@ -7,9 +7,10 @@
  * spool/checkpoint (temp file + rename). docs/architecture.md ("Spool")
  * explains the format and why a log and not SQLite.
  *
- * Threads: any thread appends (write(2) under the spool lock: a record is in
- * the page cache when append returns, so kill -9 loses nothing accepted; a
- * power loss loses at most the last fsync_ms). One reader (the bus's north
+ * Threads: any thread appends (a copy into the active segment's shared
+ * mapping, or writev(2) where the segment cannot be mapped, under the spool
+ * lock: a record is in the page cache when append returns, so kill -9 loses
+ * nothing accepted; a power loss loses at most the last fsync_ms). One reader (the bus's north
  * thread) calls next()/rewind(); ack() comes from any thread (libmosquitto's).
  * The flusher thread (started by open) fsyncs, writes the checkpoint,
  * deletes delivered or expired segments and reports "no longer full".
