@@ -442,7 +442,7 @@ static int open_segment(ccgw_spool_t *sp, uint64_t first, uint32_t reclen)
         return CCGW_ENOMEM;
     }
     sp->wfd = fd;
-    if (reclen <= sp->seg_bytes && posix_fallocate(fd, 0, (off_t)sp->seg_bytes) == 0) {
+    if (!sp->o.no_map && reclen <= sp->seg_bytes && posix_fallocate(fd, 0, (off_t)sp->seg_bytes) == 0) {
         void *m = mmap(NULL, (size_t)sp->seg_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
         if (m != MAP_FAILED) {
             sp->wmap = m;

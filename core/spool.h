@@ -36,6 +36,7 @@ typedef struct ccgw_spool_options {
     uint64_t max_age_s;      /* 0 = no age limit */
     int fsync_ms;            /* 0 = fsync after every append (slow); default 200 */
     uint64_t segment_bytes;  /* 0 = max_bytes / 8, within 4 KiB .. 4 MiB */
+    bool no_map;             /* write every record with writev(2), never through a mapping */
     /* called (on the appending or the flusher thread, no spool lock held)
      * when events start being refused and when there is room again */
     void (*full_cb)(void *ctx, bool full);
