@@ -7,9 +7,8 @@
  * spool/checkpoint (temp file + rename). docs/architecture.md ("Spool")
  * explains the format and why a log and not SQLite.
  *
- * Threads: any thread appends (a copy into the active segment's shared
- * mapping, or writev(2) where the segment cannot be mapped, under the spool
- * lock: a record is in the page cache when append returns, so kill -9 loses
+ * Threads: any thread appends (writev(2), or with the map option a copy
+ * into the active segment's shared mapping, under the spool lock: a record is in the page cache when append returns, so kill -9 loses
  * nothing accepted; a power loss loses at most the last fsync_ms). One reader (the bus's north
  * thread) calls next()/rewind(); ack() comes from any thread (libmosquitto's).
  * The flusher thread (started by open) fsyncs, writes the checkpoint,
@@ -36,7 +35,8 @@ typedef struct ccgw_spool_options {
     uint64_t max_age_s;      /* 0 = no age limit */
     int fsync_ms;            /* 0 = fsync after every append (slow); default 200 */
     uint64_t segment_bytes;  /* 0 = max_bytes / 8, within 4 KiB .. 4 MiB */
-    bool no_map;             /* write every record with writev(2), never through a mapping */
+    bool map;                /* append through a shared mapping of a preallocated segment
+                              * instead of writev(2) (off: docs/architecture.md, Spool) */
     /* called (on the appending or the flusher thread, no spool lock held)
      * when events start being refused and when there is room again */
     void (*full_cb)(void *ctx, bool full);

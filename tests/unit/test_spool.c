@@ -321,7 +321,7 @@ static void bit_flip_middle(void **state)
 static void mapped_kill9(void **state)
 {
     (void)state;
-    ccgw_spool_options_t o = {.fsync_ms = 60000, .segment_bytes = 64 * 1024};
+    ccgw_spool_options_t o = {.fsync_ms = 60000, .segment_bytes = 64 * 1024, .map = true};
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
@@ -388,7 +388,7 @@ static void mapped_kill9(void **state)
  * and from the file once it rolled. */
 static void reader_follows(bool no_map)
 {
-    ccgw_spool_options_t o = {.fsync_ms = 50, .segment_bytes = 4096, .no_map = no_map};
+    ccgw_spool_options_t o = {.fsync_ms = 50, .segment_bytes = 4096, .map = !no_map};
     ccgw_spool_t *sp = open_sp(&o, NULL);
     int next = 1, n_read = 0, seqs[64];
     for (int round = 0; round < 200; round++) {
