@@ -74,6 +74,8 @@ struct ccgw_bus {
     void *tap_ctx;
     ccgw_spool_t *spool;           /* owned; NULL = in-memory queue only */
     bool spool_telemetry;
+    uint64_t pace_floor;           /* lowest unread spool backlog since the last (re)connect */
+    int pace_waiters;              /* event emitters waiting in pace() */
     ccgw_bus_full_fn full_cb;
     void *full_ctx;
     /* retained cache */
@@ -389,6 +391,63 @@ static void enqueue_locked(ccgw_bus_t *b, ccgw_msg_t *m)
     pthread_cond_signal(&b->not_empty);
 }
 
+static bool sink_ready(ccgw_bus_t *b);
+
+static bool sink_connected(ccgw_bus_t *b)
+{
+    return b->sink.connected ? b->sink.connected(b->sink.ctx) : sink_ready(b);
+}
+
+/* Pacing (bus.h): an event waits, up to backpressure_ms, while the broker is
+ * connected and the unread backlog is CCGW_BUS_PACE over its floor; then it
+ * is accepted anyway. */
+static void pace(ccgw_bus_t *b)
+{
+    uint64_t u = ccgw_spool_unread(b->spool);
+    pthread_mutex_lock(&b->lock);
+    if (u <= b->pace_floor + CCGW_BUS_PACE || b->backpressure_ms <= 0 || b->stopping || b->interrupted ||
+        !b->running || !sink_connected(b)) {
+        pthread_mutex_unlock(&b->lock);
+        return;
+    }
+    b->st.paced++;
+    b->pace_waiters++;
+    struct timespec dl;
+    deadline_after(&dl, b->backpressure_ms);
+    while (!b->stopping && !b->interrupted) {
+        struct timespec step;
+        deadline_after(&step, 50);
+        if (step.tv_sec > dl.tv_sec || (step.tv_sec == dl.tv_sec && step.tv_nsec > dl.tv_nsec))
+            step = dl;
+        if (pthread_cond_timedwait(&b->not_full, &b->lock, &step) == ETIMEDOUT) {
+            struct timespec now;
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            if (now.tv_sec > dl.tv_sec || (now.tv_sec == dl.tv_sec && now.tv_nsec >= dl.tv_nsec))
+                break;
+        }
+        pthread_mutex_unlock(&b->lock);
+        u = ccgw_spool_unread(b->spool);
+        pthread_mutex_lock(&b->lock);
+        if (u <= b->pace_floor + CCGW_BUS_PACE || !sink_connected(b))
+            break;
+    }
+    b->pace_waiters--;
+    pthread_mutex_unlock(&b->lock);
+}
+
+/* North thread, after reading from the spool: move the floor down, let
+ * paced emitters go once the backlog is back under half the pace. */
+static void pace_update(ccgw_bus_t *b, bool reconnected)
+{
+    uint64_t u = ccgw_spool_unread(b->spool);
+    pthread_mutex_lock(&b->lock);
+    if (reconnected || u < b->pace_floor)
+        b->pace_floor = u;
+    if (b->pace_waiters && u <= b->pace_floor + CCGW_BUS_PACE / 2)
+        pthread_cond_broadcast(&b->not_full);
+    pthread_mutex_unlock(&b->lock);
+}
+
 /* Append to the spool; events wait (re-trying) up to backpressure_ms while
  * the spool is full, telemetry and alarms do not wait. */
 static int spool_append(ccgw_bus_t *b, ccgw_kind_t kind, int qos, uint64_t version, const char *topic,
@@ -396,6 +455,8 @@ static int spool_append(ccgw_bus_t *b, ccgw_kind_t kind, int qos, uint64_t versi
 {
     struct timespec dl;
     bool waited = false;
+    if (kind == CCGW_KIND_EVENT && b->has_sink)
+        pace(b);
     for (;;) {
         int rc = ccgw_spool_append(b->spool, (int)kind, qos, version, topic, payload, len, NULL);
         if (rc == CCGW_OK) {
@@ -667,38 +728,51 @@ static bool spooled_retain(ccgw_bus_t *b, const ccgw_spool_rec_t *r)
     return retain;
 }
 
-/* Publish up to `max` spooled records in order while the sink is ready. */
+/* Publish up to `max` spooled records in order while the sink is ready.
+ * The message handed to the sink borrows the spool's record buffer (valid
+ * until the next ccgw_spool_next()): no allocation, no copy; the counters
+ * are added once per batch. */
 static void deliver_spool(ccgw_bus_t *b, int max)
 {
+    uint64_t published[CCGW_KIND__COUNT] = {0}, dropped[CCGW_KIND__COUNT] = {0};
+    bool any = false;
     for (int i = 0; i < max; i++) {
         if (!sink_ready(b))
-            return;
+            break;
         ccgw_spool_rec_t r;
         if (ccgw_spool_next(b->spool, &r) != 1)
-            return;
+            break;
         ccgw_kind_t kind = (unsigned)r.kind < CCGW_KIND__COUNT ? (ccgw_kind_t)r.kind : CCGW_KIND_EVENT;
-        ccgw_msg_t *m = ccgw_msg_new(kind, r.qos, r.topic, r.payload, r.payload_len, NULL, 0);
-        if (!m) {
-            ccgw_spool_rewind(b->spool); /* try again later */
-            return;
-        }
-        m->retain = spooled_retain(b, &r);
-        m->spool_id = r.id;
-        int rc = b->has_sink ? b->sink.publish(b->sink.ctx, m) : 0;
-        ccgw_msg_free(m);
+        ccgw_msg_t m;
+        memset(&m, 0, sizeof m);
+        m.kind = kind;
+        m.qos = r.qos;
+        m.topic = (char *)r.topic;
+        m.payload = (char *)r.payload;
+        m.payload_len = r.payload_len;
+        m.retain = spooled_retain(b, &r);
+        m.spool_id = r.id;
+        int rc = b->has_sink ? b->sink.publish(b->sink.ctx, &m) : 0;
         if (rc == CCGW_ESTATE) {
             ccgw_spool_rewind(b->spool); /* not connected: again after the reconnect */
-            return;
+            break;
         }
         if (!b->has_sink || rc != 0)
             ccgw_spool_ack(b->spool, r.id); /* no broker configured, or it can never go out */
-        pthread_mutex_lock(&b->lock);
         if (rc == 0)
-            b->st.published[kind]++;
+            published[kind]++;
         else
-            b->st.dropped_offline[kind]++;
-        pthread_mutex_unlock(&b->lock);
+            dropped[kind]++;
+        any = true;
     }
+    if (!any)
+        return;
+    pthread_mutex_lock(&b->lock);
+    for (int k = 0; k < CCGW_KIND__COUNT; k++) {
+        b->st.published[k] += published[k];
+        b->st.dropped_offline[k] += dropped[k];
+    }
+    pthread_mutex_unlock(&b->lock);
 }
 
 /* Wait until the sink is ready or we are stopping. Called with b->lock held. */
@@ -750,8 +824,10 @@ static void *north_main(void *arg)
     while (!b->stopping) {
         if (b->has_sink && b->sink.take_snapshot_request(b->sink.ctx)) {
             pthread_mutex_unlock(&b->lock);
-            if (b->spool)
+            if (b->spool) {
                 ccgw_spool_rewind(b->spool); /* sent before the disconnect, not acknowledged */
+                pace_update(b, true);        /* an outage's backlog drains unpaced */
+            }
             run_snapshot(b);
             pthread_mutex_lock(&b->lock);
             continue;
@@ -806,8 +882,10 @@ static void *north_main(void *arg)
                 held_tail = NULL;
             ccgw_msg_free(m);
         }
-        if (b->spool)
+        if (b->spool) {
             deliver_spool(b, 256);
+            pace_update(b, false);
+        }
         /* dirty entries: the latest state of topics whose updates did not fit */
         for (;;) {
             if (!sink_ready(b))

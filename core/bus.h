@@ -23,6 +23,13 @@
  *    ccgw_bus_set_full_cb() (the gateway alarm spool_full);
  *  - alarms: never block: a reserve beyond the limit, then coalesced through
  *    the retained cache's dirty list like any retained kind.
+ * Pacing (spool, broker connected): an event emitter waits while the spool
+ * holds more than CCGW_BUS_PACE records not yet read by the north thread
+ * beyond the lowest such backlog since the last (re)connect, up to
+ * backpressure_ms, then its event is accepted anyway: a plugin faster than
+ * the broker is slowed to the broker's pace (as with the in-memory queue)
+ * instead of filling the disk and taking CPU from the north side, while
+ * the backlog of an outage drains without slowing anyone (counted: paced).
  * Without a spool, and for the other kinds always, the in-memory queue
  * (gateway.queue_size messages) applies, each case counted:
  *  - telemetry: dropped, CCGW_EFULL.
@@ -98,7 +105,12 @@ typedef struct ccgw_sink {
     bool (*take_snapshot_request)(void *ctx);
     /* true when nothing is waiting for an acknowledgement */
     bool (*idle)(void *ctx);
+    /* optional: true while connected (even with the in-flight window full);
+     * NULL = ready() */
+    bool (*connected)(void *ctx);
 } ccgw_sink_t;
+
+#define CCGW_BUS_PACE 8192
 
 typedef struct ccgw_bus_stats {
     uint64_t pushed[CCGW_KIND__COUNT];
@@ -109,6 +121,7 @@ typedef struct ccgw_bus_stats {
     uint64_t superseded;                        /* retained message older than one published */
     uint64_t coalesced;                         /* retained update went dirty (queue full) */
     uint64_t snapshots;
+    uint64_t paced;                             /* spooled events that waited for the north side to catch up */
     size_t depth, max_depth, limit;
     size_t retained_entries;
 } ccgw_bus_stats_t;

@@ -7,9 +7,9 @@
  * spool/checkpoint (temp file + rename). docs/architecture.md ("Spool")
  * explains the format and why a log and not SQLite.
  *
- * Threads: any thread appends (write(2) under the spool lock: a record is in
- * the page cache when append returns, so kill -9 loses nothing accepted; a
- * power loss loses at most the last fsync_ms). One reader (the bus's north
+ * Threads: any thread appends (writev(2), or with the map option a copy
+ * into the active segment's shared mapping, under the spool lock: a record is in the page cache when append returns, so kill -9 loses
+ * nothing accepted; a power loss loses at most the last fsync_ms). One reader (the bus's north
  * thread) calls next()/rewind(); ack() comes from any thread (libmosquitto's).
  * The flusher thread (started by open) fsyncs, writes the checkpoint,
  * deletes delivered or expired segments and reports "no longer full".
@@ -35,6 +35,8 @@ typedef struct ccgw_spool_options {
     uint64_t max_age_s;      /* 0 = no age limit */
     int fsync_ms;            /* 0 = fsync after every append (slow); default 200 */
     uint64_t segment_bytes;  /* 0 = max_bytes / 8, within 4 KiB .. 4 MiB */
+    bool map;                /* append through a shared mapping of a preallocated segment
+                              * instead of writev(2) (off: docs/architecture.md, Spool) */
     /* called (on the appending or the flusher thread, no spool lock held)
      * when events start being refused and when there is room again */
     void (*full_cb)(void *ctx, bool full);
@@ -60,6 +62,8 @@ typedef struct ccgw_spool_stats {
     uint64_t corrupt_regions, corrupt_bytes;
     uint64_t fsyncs, checkpoints;
     uint64_t watermark, next_id;
+    uint64_t mapped_segments;      /* segments written through a shared mapping (no write(2)) */
+    uint64_t read_mapped, read_file; /* records handed to the reader from the mapping / from the file */
     bool full;
 } ccgw_spool_stats_t;
 
@@ -92,6 +96,8 @@ int ccgw_spool_append(ccgw_spool_t *sp, int kind, int qos, uint64_t version, con
 /* Reader (one thread): the next record not yet acknowledged, in id order.
  * 1 = *rec filled, 0 = nothing more for now. */
 int ccgw_spool_next(ccgw_spool_t *sp, ccgw_spool_rec_t *rec);
+/* Records appended and not yet handed to the reader (a snapshot). */
+uint64_t ccgw_spool_unread(ccgw_spool_t *sp);
 /* True when next() would return a record. */
 bool ccgw_spool_has_unread(ccgw_spool_t *sp);
 /* Go back to the lowest unacknowledged record (after a disconnect). */

@@ -1,8 +1,10 @@
 /* Unit tests of the spool (core/spool.c) on real files in a temporary
  * folder: append/ack/reopen, out-of-order acknowledgements and the
  * watermark, segment deletion, a truncated tail, a bit flip in the middle,
- * the limits (telemetry dropped, events CCGW_EFULL, the full callback) and
- * age expiry. */
+ * the limits (telemetry dropped, events CCGW_EFULL, the full callback),
+ * age expiry, and the mapped segments: records appended by a process killed
+ * with SIGKILL (no close, the file still preallocated) all come back, the
+ * unused end is not damage, a record cut short before its magic neither. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,7 +15,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -312,6 +316,127 @@ static void bit_flip_middle(void **state)
     ccgw_spool_close(sp);
 }
 
+/* A child appends, reads some through the mapping, and dies by SIGKILL
+ * (nothing closed, the segment still mapped and preallocated). */
+static void mapped_kill9(void **state)
+{
+    (void)state;
+    ccgw_spool_options_t o = {.fsync_ms = 60000, .segment_bytes = 64 * 1024, .map = true};
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        ccgw_spool_t *sp = open_sp(&o, NULL);
+        for (int i = 1; i <= 300; i++)
+            add(sp, K_EVENT, i);
+        ccgw_spool_stats_t st;
+        ccgw_spool_get_stats(sp, &st);
+        int seqs[8];
+        int got = read_all(sp, seqs, NULL, 8);
+        ccgw_spool_get_stats(sp, &st);
+        /* 300 records of ~70 bytes: one roll at 64 KiB at most; both mapped */
+        if (st.mapped_segments < 1 || got != 8 || st.read_mapped != 8)
+            _exit(3);
+        ccgw_spool_ack(sp, 1);
+        raise(SIGKILL);
+        _exit(4);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    /* the killed segment is still preallocated: its end is zeros */
+    char f[600];
+    seg_file(f, sizeof f);
+    struct stat before;
+    assert_int_equal(stat(f, &before), 0);
+    assert_int_equal(before.st_size, 64 * 1024);
+    /* a record cut short before its magic went in, right after the last one */
+    ccgw_spool_open_report_t rep;
+    ccgw_spool_t *sp = open_sp(&o, &rep);
+    assert_int_equal(rep.corrupt_regions, 0);
+    assert_int_equal(rep.corrupt_segments, 0);
+    assert_int_equal(rep.pending, 300); /* the ack was never checkpointed */
+    assert_int_equal(count_files("/corrupt", ".bad"), 0);
+    int seqs[400];
+    assert_int_equal(read_all(sp, seqs, NULL, 400), 300);
+    for (int i = 0; i < 300; i++)
+        assert_int_equal(seqs[i], i + 1);
+    ccgw_spool_close(sp);
+    /* the unused end was cut off */
+    struct stat after;
+    assert_int_equal(stat(f, &after), 0);
+    assert_true(after.st_size < before.st_size);
+    /* now a torn record: header without its magic, half a body, then zeros */
+    int fd = open(f, O_RDWR);
+    assert_true(fd >= 0);
+    unsigned char torn[4096];
+    memset(torn, 0, sizeof torn);
+    memset(torn + 4, 0x5a, 60);
+    assert_int_equal(pwrite(fd, torn, sizeof torn, after.st_size), (ssize_t)sizeof torn);
+    close(fd);
+    sp = open_sp(&o, &rep);
+    assert_int_equal(rep.corrupt_regions, 0);
+    assert_int_equal(rep.pending, 300);
+    assert_int_equal(read_all(sp, seqs, NULL, 400), 300);
+    ccgw_spool_close(sp);
+    struct stat again;
+    assert_int_equal(stat(f, &again), 0);
+    assert_int_equal(again.st_size, after.st_size);
+}
+
+/* Appends past several segment rolls while the reader follows: every record
+ * once, in order, from the mapping while the writer is in the same segment
+ * and from the file once it rolled. */
+static void reader_follows(bool no_map)
+{
+    ccgw_spool_options_t o = {.fsync_ms = 50, .segment_bytes = 4096, .map = !no_map};
+    ccgw_spool_t *sp = open_sp(&o, NULL);
+    int next = 1, n_read = 0, seqs[64];
+    for (int round = 0; round < 200; round++) {
+        for (int k = 0; k < 7; k++)
+            add(sp, K_EVENT, next++);
+        int got = read_all(sp, seqs, NULL, round % 3 == 0 ? 2 : 64);
+        for (int i = 0; i < got; i++)
+            assert_int_equal(seqs[i], ++n_read);
+    }
+    int got;
+    while ((got = read_all(sp, seqs, NULL, 64)) > 0)
+        for (int i = 0; i < got; i++)
+            assert_int_equal(seqs[i], ++n_read);
+    assert_int_equal(n_read, next - 1);
+    ccgw_spool_stats_t st;
+    ccgw_spool_get_stats(sp, &st);
+    if (no_map) {
+        assert_int_equal(st.mapped_segments, 0);
+        assert_int_equal(st.read_mapped, 0);
+    } else {
+        assert_true(st.mapped_segments > 10);
+        assert_true(st.read_mapped > 0);
+    }
+    assert_true(st.read_file > 0);
+    assert_int_equal(st.read_mapped + st.read_file, (uint64_t)n_read);
+    /* a rewind reads them all again, from the files */
+    ccgw_spool_rewind(sp);
+    n_read = 0;
+    while ((got = read_all(sp, seqs, NULL, 64)) > 0)
+        for (int i = 0; i < got; i++)
+            assert_int_equal(seqs[i], ++n_read);
+    assert_int_equal(n_read, next - 1);
+    ccgw_spool_close(sp);
+}
+
+static void mapped_reader_follows(void **state)
+{
+    (void)state;
+    reader_follows(false);
+}
+
+/* the same with writev(2) (file systems that cannot preallocate or map) */
+static void writev_reader_follows(void **state)
+{
+    (void)state;
+    reader_follows(true);
+}
+
 static int full_calls[2];
 static void on_full(void *ctx, bool full)
 {
@@ -368,6 +493,11 @@ static void limits(void **state)
     ccgw_spool_maintain(sp);
     ccgw_spool_get_stats(sp, &st);
     assert_false(st.full);
+    /* the flusher may be the one that cleared it, reporting just after */
+    for (int i = 0; i < 100 && __atomic_load_n(&full_calls[0], __ATOMIC_SEQ_CST) == 0; i++) {
+        struct timespec ts = {0, 10000000L};
+        nanosleep(&ts, NULL);
+    }
     assert_int_equal(full_calls[0], 1);
     assert_int_equal(ccgw_spool_append(sp, K_EVENT, 1, 0, "t/event", pad, strlen(pad), NULL), CCGW_OK);
     ccgw_spool_close(sp);
@@ -578,6 +708,84 @@ static void bus_backpressure(void **state)
     ccgw_bus_free(b);
 }
 
+/* Pacing: a sink that is connected but never ready (in-flight window full)
+ * holds emitters back once CCGW_BUS_PACE records wait unread; they are
+ * accepted anyway after backpressure_ms. Disconnected: no pacing at all
+ * (the spool absorbs an outage). */
+static atomic_bool p_connected;
+static bool p_ready(void *c)
+{
+    (void)c;
+    return false;
+}
+static bool p_conn(void *c)
+{
+    (void)c;
+    return atomic_load(&p_connected);
+}
+static bool p_snap(void *c)
+{
+    (void)c;
+    return false;
+}
+static int p_publish(void *c, const ccgw_msg_t *m)
+{
+    (void)c;
+    (void)m;
+    return 0;
+}
+static bool p_idle(void *c)
+{
+    (void)c;
+    return true;
+}
+
+static int paced_run(bool connected, long *slowest_ms)
+{
+    atomic_store(&p_connected, connected);
+    ccgw_bus_t *b = ccgw_bus_new(64, 100);
+    ccgw_spool_options_t o = {.fsync_ms = 1000};
+    ccgw_bus_set_spool(b, open_sp(&o, NULL), false);
+    ccgw_sink_t sk = {.ctx = NULL, .ready = p_ready, .publish = p_publish, .take_snapshot_request = p_snap,
+                      .idle = p_idle, .connected = p_conn};
+    ccgw_bus_set_sink(b, &sk);
+    assert_int_equal(ccgw_bus_start(b), CCGW_OK);
+    *slowest_ms = 0;
+    for (int i = 0; i < CCGW_BUS_PACE + 3; i++) {
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        assert_int_equal(ccgw_bus_push(b, ccgw_msg_new(CCGW_KIND_EVENT, 1, "t/e", "{}", 2, NULL, 0)), CCGW_OK);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+        if (ms > *slowest_ms)
+            *slowest_ms = ms;
+    }
+    ccgw_bus_stats_t bs;
+    ccgw_bus_get_stats(b, &bs);
+    ccgw_spool_stats_t ss;
+    ccgw_spool_get_stats(ccgw_bus_spool(b), &ss);
+    assert_int_equal(ss.appended, CCGW_BUS_PACE + 3);
+    assert_int_equal(bs.dropped_full[CCGW_KIND_EVENT], 0);
+    ccgw_bus_free(b);
+    return (int)bs.paced;
+}
+
+static void bus_pacing(void **state)
+{
+    (void)state;
+    long slowest = 0;
+    /* connected, nothing read: the last 2 or 3 emits wait 100 ms each, then are accepted */
+    int paced = paced_run(true, &slowest);
+    assert_true(paced >= 2 && paced <= 3);
+    assert_true(slowest >= 90);
+    /* the broker away: the spool takes everything at once */
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s/spool'", dir);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(paced_run(false, &slowest), 0);
+    assert_true(slowest < 90);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -586,6 +794,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(out_of_order_acks, setup, teardown),
         cmocka_unit_test_setup_teardown(segment_deletion, setup, teardown),
         cmocka_unit_test_setup_teardown(truncated_tail, setup, teardown),
+        cmocka_unit_test_setup_teardown(mapped_kill9, setup, teardown),
+        cmocka_unit_test_setup_teardown(bus_pacing, setup, teardown),
+        cmocka_unit_test_setup_teardown(mapped_reader_follows, setup, teardown),
+        cmocka_unit_test_setup_teardown(writev_reader_follows, setup, teardown),
         cmocka_unit_test_setup_teardown(bit_flip_middle, setup, teardown),
         cmocka_unit_test_setup_teardown(limits, setup, teardown),
         cmocka_unit_test_setup_teardown(age_expiry, setup, teardown),
