@@ -20,7 +20,9 @@
  *    (only messages with a seq); on .../state topics gaps are expected
  *    (coalescing) and only order is checked;
  *  - takes the latency now - "t_ns" (embedded by loadgen and ccgw-bench-pub;
- *    same clock, same host);
+ *    same clock, same host); with BENCH_SUB_DUMP=PATH in the environment it
+ *    also writes every latency (ns, one per line, in arrival order) to PATH,
+ *    to see when a tail happened (clusters = a stall, spread = a cost);
  *  - optionally counts distinct .../state topics whose payload says
  *    "online":true (start-up of many devices);
  *  - optionally samples the broker's $SYS/broker/publish/messages/received
@@ -655,6 +657,12 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < s.cap; i++)
         if (s.tab[i].topic && !s.tab[i].state)
             gaps += s.tab[i].gaps;
+    const char *dump = getenv("BENCH_SUB_DUMP"); /* latencies in arrival order, one per line (ns) */
+    FILE *df = dump ? fopen(dump, "w") : NULL;
+    for (size_t i = 0; df && i < s.n_lat; i++)
+        fprintf(df, "%llu\n", (unsigned long long)s.lat[i]);
+    if (df)
+        fclose(df);
     qsort(s.lat, s.n_lat, sizeof *s.lat, cmp_u64);
     double secs = s.last_ns > s.first_ns ? (double)(s.last_ns - s.first_ns) / 1e9 : 0;
     uint64_t sys_total = 0, sys_sent_total = 0;
