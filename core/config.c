@@ -149,7 +149,7 @@ const ccgw_option_t ccgw_mqtt_options[] = {
     {.key = "qos", .type = CCGW_OPT_OBJECT, .children = mqtt_qos_options, .doc = "QoS per kind of message."},
     {.key = "reconnect", .type = CCGW_OPT_OBJECT, .children = mqtt_reconnect_options,
      .doc = "Reconnect back-off."},
-    {.key = "max_inflight", .type = CCGW_OPT_INT, .flags = CCGW_OPT_F_RANGE, .def = "1000", .min = 1,
+    {.key = "max_inflight", .type = CCGW_OPT_INT, .flags = CCGW_OPT_F_RANGE, .def = "100", .min = 1,
      .max = 65535, .doc = "Most QoS 1/2 publishes waiting for the broker's acknowledgement."},
     CCGW_OPTION_END,
 };
@@ -512,7 +512,7 @@ static void fill_mqtt(ccgw_gateway_config_t *cfg, struct ccgw_config *m, bool pr
     if (q->reconnect_max_ms < q->reconnect_min_ms && rmax)
         ccgw_config_diag(doc, rmax, "'max_ms' (%d) must be at least 'min_ms' (%d)", q->reconnect_max_ms,
                          q->reconnect_min_ms);
-    q->max_inflight = get_int(m, "max_inflight", 1000);
+    q->max_inflight = get_int(m, "max_inflight", 100);
 }
 
 static void fill_alarms(ccgw_gateway_config_t *cfg, struct ccgw_config *a)
