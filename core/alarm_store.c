@@ -12,6 +12,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fsutil.h"
+
 typedef struct rec {
     ccgw_alarm_record_t r;
     bool pending; /* loaded from disk, device not declared yet */
@@ -285,24 +287,6 @@ static void *writer(void *arg)
 
 /* ---- API ---- */
 
-static int mkdirs(const char *dir)
-{
-    char buf[4096];
-    if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf)
-        return -1;
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(buf, 0750) != 0 && errno != EEXIST)
-            return -1;
-        *p = '/';
-    }
-    if (mkdir(buf, 0750) != 0 && errno != EEXIST)
-        return -1;
-    return 0;
-}
-
 ccgw_alarm_store_t *ccgw_alarm_store_open(const char *dir)
 {
     ccgw_alarm_store_t *s = calloc(1, sizeof *s);
@@ -317,7 +301,7 @@ ccgw_alarm_store_t *ccgw_alarm_store_open(const char *dir)
         ccgw_alarm_store_free(s);
         return NULL;
     }
-    if (mkdirs(dir) != 0) {
+    if (ccgw_mkdirs(dir) != 0) {
         CLOG_ERROR("alarms", "cannot create data dir %s: %s; running without alarm persistence", dir,
                    strerror(errno));
         return s;

@@ -24,6 +24,7 @@
 #include <jansson.h>
 
 #include "bus.h"
+#include "fsutil.h"
 #include "gateway.h"
 #include "json_writer.h"
 #include "log.h"
@@ -56,12 +57,12 @@ static int open_log(const char *path)
 {
     int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
     if (fd < 0 && errno == ENOENT) {
-        /* the folder (usually data_dir) may not exist yet: create it, one level */
+        /* the folder (usually data_dir) may not exist yet: create it */
         char *dir = strdup(path);
         char *slash = dir ? strrchr(dir, '/') : NULL;
         if (slash && slash != dir) {
             *slash = '\0';
-            if (mkdir(dir, 0750) == 0 || errno == EEXIST)
+            if (ccgw_mkdirs(dir) == 0)
                 fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
         }
         int e = errno;

@@ -26,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fsutil.h"
 #include "ccgw/types.h"
 #include "log.h"
 
@@ -1001,24 +1002,6 @@ static void *flusher_main(void *arg)
 
 /* ---- open / recovery ---- */
 
-static int mkdirs(const char *dir)
-{
-    char buf[4096];
-    if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf)
-        return -1;
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(buf, 0750) != 0 && errno != EEXIST)
-            return -1;
-        *p = '/';
-    }
-    if (mkdir(buf, 0750) != 0 && errno != EEXIST)
-        return -1;
-    return 0;
-}
-
 static int cmp_u64(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -1241,7 +1224,7 @@ ccgw_spool_t *ccgw_spool_open(const char *dir, const ccgw_spool_options_t *o,
     sp->dir = strdup(dir);
     char cdir[4200];
     snprintf(cdir, sizeof cdir, "%s/corrupt", dir);
-    if (!sp->ack || !sp->dir || mkdirs(dir) != 0 || mkdirs(cdir) != 0) {
+    if (!sp->ack || !sp->dir || ccgw_mkdirs(dir) != 0 || ccgw_mkdirs(cdir) != 0) {
         CLOG_ERROR(TAG, "cannot create %s: %s", dir, strerror(errno));
         goto fail;
     }
