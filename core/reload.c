@@ -214,11 +214,15 @@ int ccgw_gateway_reload(ccgw_gateway_t *gw, char *why, size_t whylen)
         return CCGW_EINVAL;
     }
     ccgw_instance_t **list = calloc(nc->n_instances ? nc->n_instances : 1, sizeof *list);
+    ccgw_instance_t **olds = calloc(nc->n_instances ? nc->n_instances : 1, sizeof *olds); /* matched by id */
+    bool *taken = calloc(gw->n_instances ? gw->n_instances : 1, sizeof *taken);       /* running ones matched */
     ccgw_gateway_config_t **retired = realloc(gw->retired, (gw->n_retired + 1) * sizeof *retired);
     if (retired)
         gw->retired = retired;
-    if (!list || !retired) {
+    if (!list || !olds || !taken || !retired) {
         free(list);
+        free(olds);
+        free(taken);
         reject(gw, NULL, why, whylen);
         ccgw_gateway_config_free(nc);
         ccgw_sd_ready(why);
@@ -236,18 +240,6 @@ int ccgw_gateway_reload(ccgw_gateway_t *gw, char *why, size_t whylen)
     /* Match every new instance to a running one by id first, then stop the
      * removed ones before anything starts: a replacement instance under a new
      * id may declare the same device ids as the one it replaces. */
-    bool *taken = calloc(gw->n_instances ? gw->n_instances : 1, sizeof *taken);
-    ccgw_instance_t **olds = calloc(nc->n_instances ? nc->n_instances : 1, sizeof *olds);
-    if (!taken || !olds) {
-        free(taken);
-        free(olds);
-        free(list);
-        reject(gw, NULL, why, whylen);
-        ccgw_gateway_config_free(nc);
-        ccgw_sd_ready(why);
-        pthread_mutex_unlock(&gw->life_lock);
-        return CCGW_ENOMEM;
-    }
     for (size_t i = 0; i < nc->n_instances; i++) {
         for (size_t k = 0; k < gw->n_instances && !olds[i]; k++) {
             if (!taken[k] && !strcmp(gw->instances[k]->cfg->id, nc->instances[i].id)) {

@@ -679,6 +679,35 @@ static bool rec_out(ccgw_spool_t *sp, const unsigned char *rp, const hdr_t *h, c
     return true;
 }
 
+/* What the reader does with the record at `off` of segment s (under the
+ * lock): ok = it read and checked; rp/h = the record. */
+enum { TAKE_NEXT, TAKE_LATER, TAKE_DONE };
+static int take_record(ccgw_spool_t *sp, const seg_t *s, uint64_t off, bool ok, const unsigned char *rp,
+                       const hdr_t *h, ccgw_spool_rec_t *rec)
+{
+    if (!ok) {
+        CLOG_ERROR(TAG, "bad record at %016" PRIx64 ".seg+%" PRIu64 "; the rest of the segment is skipped",
+                   s->first, off);
+        sp->rd_off = s->bytes;
+        if (sp->rd_id <= s->last)
+            sp->rd_id = s->last + 1;
+        return TAKE_NEXT;
+    }
+    sp->rd_off = off + h->len;
+    if (h->id < sp->rd_id)
+        return TAKE_NEXT;
+    if (acked_locked(sp, h->id)) {
+        sp->rd_id = h->id + 1;
+        return TAKE_NEXT;
+    }
+    if (!rec_out(sp, rp, h, rec)) {
+        sp->rd_off = off; /* no memory: again later */
+        return TAKE_LATER;
+    }
+    sp->rd_id = h->id + 1;
+    return TAKE_DONE;
+}
+
 int ccgw_spool_next(ccgw_spool_t *sp, ccgw_spool_rec_t *rec)
 {
     pthread_mutex_lock(&sp->lock);
@@ -728,26 +757,11 @@ int ccgw_spool_next(ccgw_spool_t *sp, ccgw_spool_rec_t *rec)
             hdr_t h = {0};
             const unsigned char *rp = sp->wmap + off;
             hdr_get(rp, &h);
-            if (!hdr_sane(&h) || off + h.len > s.bytes) {
-                CLOG_ERROR(TAG, "bad record at %016" PRIx64 ".seg+%" PRIu64 "; the rest of the segment is skipped",
-                           s.first, off);
-                sp->rd_off = s.bytes;
-                if (sp->rd_id <= s.last)
-                    sp->rd_id = s.last + 1;
+            int t = take_record(sp, &s, off, hdr_sane(&h) && off + h.len <= s.bytes, rp, &h, rec);
+            if (t == TAKE_NEXT)
                 continue;
-            }
-            sp->rd_off = off + h.len;
-            if (h.id < sp->rd_id)
-                continue;
-            if (acked_locked(sp, h.id)) {
-                sp->rd_id = h.id + 1;
-                continue;
-            }
-            if (!rec_out(sp, rp, &h, rec)) {
-                sp->rd_off = off; /* no memory: again later */
+            if (t == TAKE_LATER)
                 break;
-            }
-            sp->rd_id = h.id + 1;
             sp->st.read_mapped++;
             pthread_mutex_unlock(&sp->lock);
             return 1;
@@ -781,26 +795,11 @@ int ccgw_spool_next(ccgw_spool_t *sp, ccgw_spool_rec_t *rec)
         pthread_mutex_lock(&sp->lock);
         if (sp->rd_seg != s.first || sp->rd_off != off)
             continue; /* rewound meanwhile */
-        if (!ok) {
-            CLOG_ERROR(TAG, "bad record at %016" PRIx64 ".seg+%" PRIu64 "; the rest of the segment is skipped",
-                       s.first, off);
-            sp->rd_off = s.bytes;
-            if (sp->rd_id <= s.last)
-                sp->rd_id = s.last + 1;
+        int t = take_record(sp, &s, off, ok, rp, &h, rec);
+        if (t == TAKE_NEXT)
             continue;
-        }
-        sp->rd_off = off + h.len;
-        if (h.id < sp->rd_id)
-            continue;
-        if (acked_locked(sp, h.id)) {
-            sp->rd_id = h.id + 1;
-            continue;
-        }
-        if (!rec_out(sp, rp, &h, rec)) {
-            sp->rd_off = off; /* no memory: again later */
+        if (t == TAKE_LATER)
             break;
-        }
-        sp->rd_id = h.id + 1;
         sp->st.read_file++;
         pthread_mutex_unlock(&sp->lock);
         return 1;

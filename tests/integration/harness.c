@@ -696,15 +696,21 @@ static int pki_cnf_path(h_env *env, char *cfg, size_t len)
     return h_write_file(cfg, pki_cnf);
 }
 
+/* DIR/NAME.EXT */
+static void pki_file(h_env *env, const char *name, const char *ext, char *out)
+{
+    char file[256];
+    snprintf(file, sizeof file, "%s.%s", name, ext);
+    h_env_path(env, file, out, PATH_MAX);
+}
+
 int h_pki_ca(h_env *env, const char *name, const char *subject)
 {
-    char cfg[PATH_MAX], key[PATH_MAX], crt[PATH_MAX], file[256];
+    char cfg[PATH_MAX], key[PATH_MAX], crt[PATH_MAX];
     if (pki_cnf_path(env, cfg, sizeof cfg) != 0)
         return -1;
-    snprintf(file, sizeof file, "%s.key", name);
-    h_env_path(env, file, key, sizeof key);
-    snprintf(file, sizeof file, "%s.crt", name);
-    h_env_path(env, file, crt, sizeof crt);
+    pki_file(env, name, "key", key);
+    pki_file(env, name, "crt", crt);
     const char *argv[] = {H_OPENSSL_BIN, "req", "-config", cfg, "-x509", "-newkey", "ec", "-pkeyopt",
                           "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", crt, "-days", "2",
                           "-subj", subject, "-extensions", "v3_ca", NULL};
@@ -716,19 +722,14 @@ int h_pki_leaf(h_env *env, const char *ca, const char *name, const char *subject
     if (strcmp(kind, "server") != 0 && strcmp(kind, "client") != 0)
         return -1;
     char cfg[PATH_MAX], key[PATH_MAX], csr[PATH_MAX], crt[PATH_MAX], ca_crt[PATH_MAX], ca_key[PATH_MAX];
-    char file[256], serial_s[24];
+    char serial_s[24];
     if (pki_cnf_path(env, cfg, sizeof cfg) != 0)
         return -1;
-    snprintf(file, sizeof file, "%s.key", name);
-    h_env_path(env, file, key, sizeof key);
-    snprintf(file, sizeof file, "%s.csr", name);
-    h_env_path(env, file, csr, sizeof csr);
-    snprintf(file, sizeof file, "%s.crt", name);
-    h_env_path(env, file, crt, sizeof crt);
-    snprintf(file, sizeof file, "%s.crt", ca);
-    h_env_path(env, file, ca_crt, sizeof ca_crt);
-    snprintf(file, sizeof file, "%s.key", ca);
-    h_env_path(env, file, ca_key, sizeof ca_key);
+    pki_file(env, name, "key", key);
+    pki_file(env, name, "csr", csr);
+    pki_file(env, name, "crt", crt);
+    pki_file(env, ca, "crt", ca_crt);
+    pki_file(env, ca, "key", ca_key);
     snprintf(serial_s, sizeof serial_s, "%d", serial);
     const char *req[] = {H_OPENSSL_BIN, "req", "-config", cfg, "-new", "-newkey", "ec", "-pkeyopt",
                          "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", csr, "-subj", subject, NULL};
