@@ -1,8 +1,10 @@
-/* bench_common - small helpers shared by ccgw-bench-pub and ccgw-bench-sub. */
+/* bench_common - small helpers shared by the bench tools (ccgw-bench-pub, -sub, -ws-clients). */
 #ifndef CCGW_BENCH_COMMON_H
 #define CCGW_BENCH_COMMON_H
 
 #include <errno.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +48,29 @@ static inline int bench_json_u64(const char *s, size_t len, const char *key, uin
             *out = v;
             return 1;
         }
+    }
+    return 0;
+}
+
+/* Write all of p to a (possibly non-blocking) socket: waits in poll() while
+ * the socket is full. 0, or -1 with errno. */
+static inline int bench_send_all(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+    while (n) {
+        ssize_t w = send(fd, c, n, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                struct pollfd pf = {.fd = fd, .events = POLLOUT};
+                (void)poll(&pf, 1, 100);
+                continue;
+            }
+            return -1;
+        }
+        c += w;
+        n -= (size_t)w;
     }
     return 0;
 }

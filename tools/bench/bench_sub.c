@@ -250,27 +250,6 @@ static void on_message(sub_t *s, const char *topic, size_t tlen, const char *pl,
 
 /* ---- MQTT v5 on a plain socket ------------------------------------------------ */
 
-static int send_all(int fd, const void *p, size_t n)
-{
-    const char *c = p;
-    while (n) {
-        ssize_t w = send(fd, c, n, MSG_NOSIGNAL);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                struct pollfd pf = {.fd = fd, .events = POLLOUT};
-                (void)poll(&pf, 1, 100);
-                continue;
-            }
-            return -1;
-        }
-        c += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 static size_t put_varint(unsigned char *o, size_t v)
 {
     size_t n = 0;
@@ -302,7 +281,7 @@ static int send_packet(int fd, unsigned char type, const unsigned char *body, si
         return -1;
     memcpy(pk, hdr, h);
     memcpy(pk + h, body, n);
-    int rc = send_all(fd, pk, h + n);
+    int rc = bench_send_all(fd, pk, h + n);
     free(pk);
     return rc;
 }
@@ -433,7 +412,7 @@ static int conn_pump(conn_t *c, sub_t *s, int timeout_ms, bool *connacked)
     c->have = (size_t)(e - p);
     memmove(c->buf, p, c->have);
     if (s->n_ack) {
-        if (send_all(c->fd, s->ack, s->n_ack) < 0)
+        if (bench_send_all(c->fd, s->ack, s->n_ack) < 0)
             rc = -1;
         s->n_ack = 0;
     }
@@ -686,7 +665,7 @@ int main(int argc, char **argv)
            sys_total, sys_sent_rate, sys_sent_total);
     fflush(stdout);
     static const unsigned char disc[2] = {0xe0, 0};
-    (void)send_all(c.fd, disc, sizeof disc);
+    (void)bench_send_all(c.fd, disc, sizeof disc);
     close(c.fd);
     for (size_t i = 0; i < s.cap; i++) {
         free(s.tab[i].topic);

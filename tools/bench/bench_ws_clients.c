@@ -72,27 +72,6 @@ static void die(const char *m)
     exit(1);
 }
 
-static int send_all(int fd, const void *p, size_t n)
-{
-    const char *c = p;
-    while (n) {
-        ssize_t w = send(fd, c, n, MSG_NOSIGNAL);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN) { /* tiny control messages: wait a bit */
-                struct timespec ts = {0, 100000};
-                nanosleep(&ts, NULL);
-                continue;
-            }
-            return -1;
-        }
-        c += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 /* a masked (zero mask key: allowed, the payload goes as is) client frame */
 static int send_frame(int fd, int opcode, const char *p, size_t n)
 {
@@ -108,7 +87,7 @@ static int send_frame(int fd, int opcode, const char *p, size_t n)
     }
     memset(h + hl, 0, 4);
     hl += 4;
-    if (send_all(fd, h, hl) || (n && send_all(fd, p, n)))
+    if (bench_send_all(fd, h, hl) || (n && bench_send_all(fd, p, n)))
         return -1;
     return 0;
 }
@@ -353,7 +332,7 @@ static void conn_handshake(conn_t *c, int epfd)
                      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
                      o.path, o.port);
     c->state = 1;
-    if (send_all(c->fd, req, (size_t)n)) {
+    if (bench_send_all(c->fd, req, (size_t)n)) {
         conn_dead(c, epfd);
         return;
     }
