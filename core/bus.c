@@ -67,6 +67,8 @@ struct ccgw_bus {
     bool running, stopping;
     bool interrupted;              /* shutdown: no more backpressure waits */
     bool north_busy;               /* north thread holds popped messages */
+    bool sink_io;                  /* the sink's wait()/wake(): its I/O runs on the north thread */
+    bool north_in_wait;            /* north thread is in sink.wait() and no wake() was sent yet */
     pthread_t thread;
     ccgw_sink_t sink;
     bool has_sink;
@@ -177,8 +179,10 @@ void ccgw_bus_set_sink(ccgw_bus_t *b, const ccgw_sink_t *sink)
     if (sink) {
         b->sink = *sink;
         b->has_sink = true;
+        b->sink_io = sink->wait && sink->wake;
     } else {
         b->has_sink = false;
+        b->sink_io = false;
     }
 }
 
@@ -221,10 +225,49 @@ static bool spooled_kind(const ccgw_bus_t *b, ccgw_kind_t k)
                         (k == CCGW_KIND_TELEMETRY && b->spool_telemetry));
 }
 
+/* The north thread of the bus this thread runs (NULL on every other thread). */
+static _Thread_local const ccgw_bus_t *tls_north;
+
+/* True on the north thread: it must never wait for room it alone can make
+ * (a command reply or an alarm acknowledged from a sink callback). */
+static bool on_north_thread(const ccgw_bus_t *b) { return tls_north == b; }
+
+/* Wake the north thread (b->lock held): its condition variable, or, while
+ * it waits in the sink's wait(), the sink's wake() (once per wait). */
+static void north_signal_locked(ccgw_bus_t *b)
+{
+    pthread_cond_signal(&b->not_empty);
+    if (b->north_in_wait) {
+        b->north_in_wait = false;
+        b->sink.wake(b->sink.ctx);
+    }
+}
+
+/* North thread, b->lock held: sleep up to ms or until signalled. With a
+ * sink that has its own I/O, the sleep is the sink's wait() (lock released),
+ * which also runs that I/O. */
+static void north_wait_locked(ccgw_bus_t *b, int ms)
+{
+    if (b->sink_io) {
+        b->north_in_wait = true;
+        pthread_mutex_unlock(&b->lock);
+        b->sink.wait(b->sink.ctx, ms);
+        pthread_mutex_lock(&b->lock);
+        b->north_in_wait = false;
+        return;
+    }
+    struct timespec dl;
+    deadline_after(&dl, ms);
+    pthread_cond_timedwait(&b->not_empty, &b->lock, &dl);
+}
+
 void ccgw_bus_wake(ccgw_bus_t *b)
 {
+    if (on_north_thread(b))
+        return; /* it looks at the sink's state again before it sleeps */
     pthread_mutex_lock(&b->lock);
     pthread_cond_broadcast(&b->not_empty);
+    north_signal_locked(b);
     pthread_mutex_unlock(&b->lock);
 }
 
@@ -388,7 +431,7 @@ static void enqueue_locked(ccgw_bus_t *b, ccgw_msg_t *m)
     if (b->depth > b->st.max_depth)
         b->st.max_depth = b->depth;
     b->st.pushed[m->kind]++;
-    pthread_cond_signal(&b->not_empty);
+    north_signal_locked(b);
 }
 
 static bool sink_ready(ccgw_bus_t *b);
@@ -406,7 +449,7 @@ static void pace(ccgw_bus_t *b)
     uint64_t u = ccgw_spool_unread(b->spool);
     pthread_mutex_lock(&b->lock);
     if (u <= b->pace_floor + CCGW_BUS_PACE || b->backpressure_ms <= 0 || b->stopping || b->interrupted ||
-        !b->running || !sink_connected(b)) {
+        !b->running || on_north_thread(b) || !sink_connected(b)) {
         pthread_mutex_unlock(&b->lock);
         return;
     }
@@ -462,14 +505,14 @@ static int spool_append(ccgw_bus_t *b, ccgw_kind_t kind, int qos, uint64_t versi
         if (rc == CCGW_OK) {
             pthread_mutex_lock(&b->lock);
             b->st.pushed[kind]++;
-            pthread_cond_signal(&b->not_empty);
+            north_signal_locked(b);
             pthread_mutex_unlock(&b->lock);
             return CCGW_OK;
         }
         if (rc != CCGW_EFULL || kind != CCGW_KIND_EVENT || b->backpressure_ms <= 0)
             return rc;
         pthread_mutex_lock(&b->lock);
-        bool no_wait = b->interrupted || b->stopping;
+        bool no_wait = b->interrupted || b->stopping || on_north_thread(b);
         pthread_mutex_unlock(&b->lock);
         if (no_wait)
             return rc;
@@ -528,7 +571,8 @@ int ccgw_bus_push(ccgw_bus_t *b, ccgw_msg_t *m)
         return CCGW_ESTOPPED;
     }
     if ((b->depth >= b->limit || over_share_locked(b, m)) &&
-        (m->kind == CCGW_KIND_EVENT || m->kind == CCGW_KIND_REPLY) && b->backpressure_ms > 0) {
+        (m->kind == CCGW_KIND_EVENT || m->kind == CCGW_KIND_REPLY) && b->backpressure_ms > 0 &&
+        !on_north_thread(b)) {
         struct timespec dl;
         deadline_after(&dl, b->backpressure_ms);
         while ((b->depth >= b->limit || over_share_locked(b, m)) && !b->stopping && !b->interrupted) {
@@ -607,7 +651,7 @@ int ccgw_bus_retain(ccgw_bus_t *b, ccgw_kind_t kind, int qos, const char *topic,
         b->dirty_tail = e;
     }
     pthread_mutex_unlock(&b->cache_lock);
-    pthread_cond_signal(&b->not_empty);
+    north_signal_locked(b);
     pthread_mutex_unlock(&b->lock);
     ccgw_msg_free(m);
     return CCGW_OK;
@@ -778,11 +822,8 @@ static void deliver_spool(ccgw_bus_t *b, int max)
 /* Wait until the sink is ready or we are stopping. Called with b->lock held. */
 static bool wait_ready_locked(ccgw_bus_t *b)
 {
-    while (!b->stopping && !sink_ready(b)) {
-        struct timespec dl;
-        deadline_after(&dl, 100);
-        pthread_cond_timedwait(&b->not_empty, &b->lock, &dl);
-    }
+    while (!b->stopping && !sink_ready(b))
+        north_wait_locked(b, 100);
     return !b->stopping;
 }
 
@@ -819,6 +860,7 @@ static void run_snapshot(ccgw_bus_t *b)
 static void *north_main(void *arg)
 {
     ccgw_bus_t *b = arg;
+    tls_north = b;
     ccgw_msg_t *held = NULL, *held_tail = NULL; /* popped, not yet delivered (in order) */
     pthread_mutex_lock(&b->lock);
     while (!b->stopping) {
@@ -835,9 +877,7 @@ static void *north_main(void *arg)
         if (!held && !b->head && !b->dirty_head && !(b->spool && ccgw_spool_has_unread(b->spool))) {
             b->north_busy = false;
             pthread_cond_broadcast(&b->drained);
-            struct timespec dl;
-            deadline_after(&dl, 1000);
-            pthread_cond_timedwait(&b->not_empty, &b->lock, &dl);
+            north_wait_locked(b, 1000);
             continue;
         }
         if (!sink_ready(b)) {
@@ -922,6 +962,14 @@ static void *north_main(void *arg)
             }
         }
         pthread_mutex_lock(&b->lock);
+        /* still busy: the sink's I/O once per batch without waiting
+         * (acknowledgements, commands, keepalive); idle, it runs in the wait */
+        if (b->sink_io && !b->stopping &&
+            (held || b->head || b->dirty_head || (b->spool && ccgw_spool_has_unread(b->spool)))) {
+            pthread_mutex_unlock(&b->lock);
+            b->sink.wait(b->sink.ctx, 0);
+            pthread_mutex_lock(&b->lock);
+        }
     }
     pthread_mutex_unlock(&b->lock);
     while (held) {
@@ -965,7 +1013,7 @@ bool ccgw_bus_flush(ccgw_bus_t *b, int timeout_ms)
             ok = true;
             break;
         }
-        pthread_cond_signal(&b->not_empty);
+        north_signal_locked(b);
         struct timespec step;
         deadline_after(&step, 20);
         if (step.tv_sec > dl.tv_sec || (step.tv_sec == dl.tv_sec && step.tv_nsec > dl.tv_nsec))
@@ -994,6 +1042,7 @@ void ccgw_bus_stop(ccgw_bus_t *b)
     pthread_mutex_lock(&b->lock);
     b->stopping = true;
     pthread_cond_broadcast(&b->not_empty);
+    north_signal_locked(b);
     pthread_cond_broadcast(&b->not_full);
     pthread_mutex_unlock(&b->lock);
     if (b->running) {

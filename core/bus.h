@@ -4,8 +4,14 @@
  * the north thread that drains both into the sink (MQTT).
  *
  * Who runs what: any thread pushes; one north thread (started here) pops and
- * reads the spool and calls the sink; the sink's own threads (libmosquitto's)
- * call ccgw_bus_wake() and ccgw_bus_ack().
+ * reads the spool and calls the sink. A sink with wait()/wake() (MQTT) runs
+ * its network I/O on the north thread too: the thread sleeps in the sink's
+ * wait() instead of its condition variable, and pushes wake it through the
+ * sink's wake(); the sink's callbacks (acknowledgements: ccgw_bus_ack();
+ * commands: replies pushed back) then run on the north thread, which never
+ * waits for room in its own queue (backpressure and pacing do not apply to
+ * it). A sink with threads of its own calls ccgw_bus_wake() when its state
+ * changes.
  *
  * With a spool (ccgw_bus_set_spool(), gateway.spool.enabled): events and
  * alarms (and telemetry when gateway.spool.telemetry) are appended to the
@@ -108,6 +114,15 @@ typedef struct ccgw_sink {
     /* optional: true while connected (even with the in-flight window full);
      * NULL = ready() */
     bool (*connected)(void *ctx);
+    /* optional, both or neither: the sink's I/O runs on the north thread.
+     * wait() waits up to timeout_ms (0: only what is ready now) for the
+     * sink's socket or a wake(), runs that I/O (reads, writes, keepalive,
+     * reconnects) and returns; the bus calls it with no lock held where it
+     * would sleep, and once per batch while busy. wake() (any thread, with
+     * the bus's lock held: keep it to a write on an eventfd) ends a wait()
+     * early. */
+    void (*wait)(void *ctx, int timeout_ms);
+    void (*wake)(void *ctx);
 } ccgw_sink_t;
 
 #define CCGW_BUS_PACE 8192

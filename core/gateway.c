@@ -22,6 +22,7 @@
 #include "json_writer.h"
 #include "loader.h"
 #include "log.h"
+#include "fdlow.h"
 #include "mqtt_north.h"
 #include "mem.h"
 #include "sd_notify.h"
@@ -100,6 +101,8 @@ ccgw_gateway_t *ccgw_gateway_new(ccgw_gateway_config_t *cfg, ccgw_loader_t *load
         return NULL;
     gw->cfg = cfg;
     gw->loader = loader;
+    /* while descriptor numbers are low: for libraries that select() (fd.h) */
+    ccgw_fdlow_init(CCGW_FDLOW_RESERVE);
     pthread_mutex_init(&gw->gw_alarm_lock, NULL);
     pthread_mutex_init(&gw->life_lock, NULL);
     make_boot_id(gw->boot);
@@ -446,6 +449,7 @@ void ccgw_gateway_free(ccgw_gateway_t *gw)
         ccgw_gateway_config_free(gw->retired[i]);
     free(gw->retired);
     ccgw_http_server_free(gw->http);
+    ccgw_bus_stop(gw->bus); /* its north thread runs the MQTT client's I/O */
     ccgw_mqtt_free(gw->mqtt);
     ccgw_bus_free(gw->bus);
     ccgw_registry_free(gw->registry);

@@ -3,13 +3,14 @@
 
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
-#include <pthread.h>
+#include <errno.h>
+#include <poll.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <errno.h>
-#include <stdint.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -29,16 +30,26 @@ struct ccgw_mqtt {
     _Atomic uint64_t inflight0; /* QoS 0: handed to libmosquitto, not yet written (<= qos0_window) */
     uint64_t qos0_window;       /* max(max_inflight, QOS0_WINDOW_MIN) */
     _Atomic uint64_t connects, disconnects, commands_in;
-    bool loop_started;
-    pthread_t net_thread;
-    atomic_bool net_stop;
-    pthread_mutex_t sleep_lock;
-    pthread_cond_t sleep_cond;
-    /* spooled publishes: libmosquitto mid -> spool record id (0 = none);
-     * held across mosquitto_publish_v5() so a PUBACK never beats the entry */
-    pthread_mutex_t mid_lock;
-    uint64_t *mid_spool;       /* 65536 entries */
-    bool log_cb_on;            /* net thread: on_log is installed */
+    int wake_fd;                /* eventfd: sink_wake() ends a sink_wait() */
+    atomic_bool started;        /* ccgw_mqtt_start(): connecting is allowed */
+    atomic_bool stop_req;       /* ccgw_mqtt_stop(): disconnect, never connect again */
+    atomic_bool reconnect_req;  /* ccgw_mqtt_reconnect() */
+    atomic_bool closed;         /* after stop_req: no connection left */
+    /* north thread only (and ccgw_mqtt_free() once it is gone): */
+    bool tried;                 /* mosquitto_connect_*() was called once */
+    bool sock_open;             /* a socket was open at the last look */
+    bool handshake;             /* socket open, no CONNACK yet */
+    bool refused;               /* the broker refused the CONNECT (logged by on_connect) */
+    bool disconnect_sent;       /* stop_req: DISCONNECT queued */
+    bool in_publish;            /* inside mosquitto_publish_v5() */
+    int last_rc, last_errno;    /* the last failed I/O call, for the log */
+    unsigned backoff, seed;
+    uint64_t failures;
+    uint64_t next_try_ms;       /* next connection attempt (ccgw_now_ms()) */
+    /* libmosquitto mid -> spool record id of a QoS 1 publish (0 = none),
+     * MID_QOS0 for a QoS 0 publish not yet written */
+    uint64_t *mid_spool;        /* 65536 entries */
+    bool log_cb_on;             /* on_log is installed */
 };
 
 #define TAG "mqtt"
@@ -48,7 +59,7 @@ struct ccgw_mqtt {
  * many, whatever max_inflight (they take one socket write to leave) */
 #define QOS0_WINDOW_MIN 1024u
 
-/* ---- callbacks (libmosquitto's thread) ---- */
+/* ---- callbacks (the bus's north thread, inside sink_wait() or a publish) ---- */
 
 static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, const mosquitto_property *props)
 {
@@ -58,10 +69,14 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, con
     if (rc != 0) {
         CLOG_WARN(TAG, "connection refused by %s:%d: %s", m->gw->cfg->mqtt.host, m->gw->cfg->mqtt.port,
                   mosquitto_reason_string(rc));
+        m->refused = true;
         return;
     }
     atomic_fetch_add(&m->connects, 1);
     CLOG_INFO(TAG, "connected to %s:%d", m->gw->cfg->mqtt.host, m->gw->cfg->mqtt.port);
+    m->handshake = false;
+    m->failures = 0;
+    m->backoff = (unsigned)m->gw->cfg->mqtt.reconnect_min_ms;
     /* QoS 0 publishes that were queued on the old connection are gone */
     atomic_store(&m->inflight, 0);
     atomic_store(&m->inflight0, 0);
@@ -70,7 +85,8 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, con
         CLOG_ERROR(TAG, "subscribe %s: %s", m->cmd_filter, mosquitto_strerror(src));
     atomic_store(&m->want_snapshot, true);
     atomic_store(&m->connected, true);
-    ccgw_bus_wake(m->gw->bus);
+    /* no ccgw_bus_wake(): the north thread looks at the sink again when
+     * sink_wait() returns */
 }
 
 static void on_disconnect(struct mosquitto *mosq, void *obj, int rc, const mosquitto_property *props)
@@ -85,7 +101,6 @@ static void on_disconnect(struct mosquitto *mosq, void *obj, int rc, const mosqu
             CLOG_WARN(TAG, "disconnected from %s:%d (%s); reconnecting with backoff",
                       m->gw->cfg->mqtt.host, m->gw->cfg->mqtt.port, mosquitto_strerror(rc));
     }
-    ccgw_bus_wake(m->gw->bus);
 }
 
 static void on_publish(struct mosquitto *mosq, void *obj, int mid, int reason, const mosquitto_property *props)
@@ -97,25 +112,19 @@ static void on_publish(struct mosquitto *mosq, void *obj, int mid, int reason, c
     if (reason >= 0x80)
         CLOG_WARN(TAG, "broker refused publish %d: %s", mid, mosquitto_reason_string(reason));
     /* a spooled record is delivered now (a refused one too: retrying a
-     * refusal forever would hold the spool back; it is logged above) */
-    pthread_mutex_lock(&m->mid_lock);
-    uint64_t sid = m->mid_spool[(unsigned)mid & 0xffffu];
+     * refusal forever would hold the spool back; it is logged above).
+     * Only a QoS 0 publish completes on a write, and a publish writes at
+     * once: inside mosquitto_publish_v5() this is a QoS 0 message (the one
+     * being published, whose slot is not set yet, or one queued before). */
+    uint64_t sid = m->in_publish ? MID_QOS0 : m->mid_spool[(unsigned)mid & 0xffffu];
     m->mid_spool[(unsigned)mid & 0xffffu] = 0;
-    pthread_mutex_unlock(&m->mid_lock);
     bool qos0 = sid == MID_QOS0;
     if (sid && !qos0)
         ccgw_bus_ack(m->gw->bus, sid);
     _Atomic uint64_t *ctr = qos0 ? &m->inflight0 : &m->inflight;
-    uint64_t limit = qos0 ? m->qos0_window : (uint64_t)m->gw->cfg->mqtt.max_inflight;
     uint64_t cur = atomic_load(ctr);
     while (cur > 0 && !atomic_compare_exchange_weak(ctr, &cur, cur - 1))
         ;
-    /* wake the north thread only when a window reopens (it waits for
-     * that), not on every acknowledgement: at moderate rates the window is
-     * almost empty and a wake per PUBACK was a futex and a context switch
-     * per event; ccgw_bus_flush() polls the sink's idle state itself */
-    if (cur >= limit)
-        ccgw_bus_wake(m->gw->bus);
 }
 
 typedef struct mqtt_reply_ctx {
@@ -213,7 +222,7 @@ static void on_log(struct mosquitto *mosq, void *obj, int level, const char *str
  * log callback is installed, whatever we do with it: about 3,000 instructions
  * per publish. Keep the callback only while it can say something we print:
  * at log level debug, or while not connected (connect, TLS and auth errors
- * come through it). Net thread (and once before it starts). */
+ * come through it). North thread (and once before it starts). */
 static void sync_log_cb(ccgw_mqtt_t *m)
 {
     bool want = ccgw_log_get_level() >= CCGW_LOG_DEBUG || !atomic_load(&m->connected);
@@ -224,6 +233,9 @@ static void sync_log_cb(ccgw_mqtt_t *m)
 }
 
 /* ---- sink (north thread) ---- */
+
+static void sink_wait(void *ctx, int timeout_ms);
+static void sink_wake(void *ctx);
 
 static bool sink_ready(void *ctx)
 {
@@ -247,13 +259,16 @@ static int sink_publish(void *ctx, const ccgw_msg_t *msg)
     _Atomic uint64_t *ctr = msg->qos > 0 ? &m->inflight : &m->inflight0;
     atomic_fetch_add(ctr, 1);
     int mid = 0;
-    pthread_mutex_lock(&m->mid_lock);
+    /* written to the socket now, on this thread (libmosquitto without
+     * threads: mosquitto_publish_v5() writes what the socket takes) */
+    m->in_publish = true;
     int rc = mosquitto_publish_v5(m->mosq, &mid, msg->topic, (int)msg->payload_len,
                                   msg->payload_len ? msg->payload : NULL, msg->qos, msg->retain, props);
-    /* every publish sets its slot: a stale entry never acknowledges another record */
+    m->in_publish = false;
+    /* every publish sets its slot: a stale entry never acknowledges another
+     * record (a QoS 0 message already written leaves a harmless marker) */
     if (rc == MOSQ_ERR_SUCCESS)
         m->mid_spool[(unsigned)mid & 0xffffu] = msg->qos > 0 ? msg->spool_id : MID_QOS0;
-    pthread_mutex_unlock(&m->mid_lock);
     mosquitto_property_free_all(&props);
     if (rc == MOSQ_ERR_SUCCESS) {
         if (msg->qos == 0 && msg->spool_id)
@@ -263,10 +278,11 @@ static int sink_publish(void *ctx, const ccgw_msg_t *msg)
     uint64_t cur = atomic_load(ctr);
     while (cur > 0 && !atomic_compare_exchange_weak(ctr, &cur, cur - 1))
         ;
-    if (rc == MOSQ_ERR_NO_CONN || rc == MOSQ_ERR_CONN_LOST) {
-        atomic_store(&m->connected, false);
+    /* the connection failed under the write: keep the message; the next
+     * sink_wait() sees the socket's error, closes it and reconnects */
+    if (rc == MOSQ_ERR_NO_CONN || rc == MOSQ_ERR_CONN_LOST || rc == MOSQ_ERR_ERRNO || rc == MOSQ_ERR_TLS ||
+        rc == MOSQ_ERR_KEEPALIVE)
         return CCGW_ESTATE;
-    }
     CLOG_WARN(TAG, "publish to %s failed: %s; message dropped", msg->topic, mosquitto_strerror(rc));
     return CCGW_EIO;
 }
@@ -297,6 +313,8 @@ void ccgw_mqtt_sink(ccgw_mqtt_t *m, ccgw_sink_t *out)
     out->take_snapshot_request = sink_take_snapshot;
     out->idle = sink_idle;
     out->connected = sink_connected;
+    out->wait = sink_wait;
+    out->wake = sink_wake;
 }
 
 /* ---- lifecycle ---- */
@@ -309,25 +327,27 @@ ccgw_mqtt_t *ccgw_mqtt_new(ccgw_gateway_t *gw)
         return NULL;
     m->gw = gw;
     m->qos0_window = (uint64_t)c->max_inflight > QOS0_WINDOW_MIN ? (uint64_t)c->max_inflight : QOS0_WINDOW_MIN;
-    pthread_mutex_init(&m->sleep_lock, NULL);
-    pthread_cond_init(&m->sleep_cond, NULL);
-    pthread_mutex_init(&m->mid_lock, NULL);
+    m->backoff = (unsigned)c->reconnect_min_ms;
+    m->seed = (unsigned)ccgw_now_ms() ^ (unsigned)(uintptr_t)m;
+    m->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (m->wake_fd < 0) {
+        CLOG_ERROR(TAG, "eventfd: %s", strerror(errno));
+        free(m);
+        return NULL;
+    }
     m->mid_spool = calloc(65536, sizeof *m->mid_spool);
-    if (!m->mid_spool) {
-        free(m);
-        return NULL;
-    }
     size_t fl = strlen(gw->site_base) + 16;
-    m->cmd_filter = malloc(fl);
-    if (!m->cmd_filter) {
-        free(m->mid_spool);
-        free(m);
-        return NULL;
+    m->cmd_filter = m->mid_spool ? malloc(fl) : NULL;
+    if (m->cmd_filter) {
+        snprintf(m->cmd_filter, fl, "%s/+/+/cmd/+", gw->site_base);
+        /* no mosquitto_threaded_set(): every call into libmosquitto is on
+         * the bus's north thread, and a publish writes to the socket at once */
+        m->mosq = mosquitto_new(c->client_id, true, m);
+        if (!m->mosq)
+            CLOG_ERROR(TAG, "mosquitto_new failed");
     }
-    snprintf(m->cmd_filter, fl, "%s/+/+/cmd/+", gw->site_base);
-    m->mosq = mosquitto_new(c->client_id, true, m);
     if (!m->mosq) {
-        CLOG_ERROR(TAG, "mosquitto_new failed");
+        close(m->wake_fd);
         free(m->cmd_filter);
         free(m->mid_spool);
         free(m);
@@ -374,6 +394,7 @@ ccgw_mqtt_t *ccgw_mqtt_new(ccgw_gateway_t *gw)
         CLOG_ERROR(TAG, "cannot set up the MQTT client: %s%s", mosquitto_strerror(rc),
                    c->tls ? " (check mqtt.tls files)" : "");
         mosquitto_destroy(m->mosq);
+        close(m->wake_fd);
         free(m->cmd_filter);
         free(m->mid_spool);
         free(m);
@@ -382,107 +403,192 @@ ccgw_mqtt_t *ccgw_mqtt_new(ccgw_gateway_t *gw)
     return m;
 }
 
-/* Sleep up to ms, woken early by stop. */
-static void net_sleep(ccgw_mqtt_t *m, unsigned ms)
+/* ---- the connection, driven from the bus's north thread ---- */
+
+static void sink_wake(void *ctx)
 {
-    struct timespec dl;
-    clock_gettime(CLOCK_REALTIME, &dl);
-    dl.tv_sec += ms / 1000;
-    dl.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (dl.tv_nsec >= 1000000000L) {
-        dl.tv_sec++;
-        dl.tv_nsec -= 1000000000L;
-    }
-    pthread_mutex_lock(&m->sleep_lock);
-    while (!atomic_load(&m->net_stop))
-        if (pthread_cond_timedwait(&m->sleep_cond, &m->sleep_lock, &dl) != 0)
-            break;
-    pthread_mutex_unlock(&m->sleep_lock);
+    ccgw_mqtt_t *m = ctx;
+    uint64_t one = 1;
+    if (write(m->wake_fd, &one, sizeof one) < 0 && errno != EAGAIN)
+        CLOG_WARN(TAG, "wake: %s", strerror(errno));
 }
 
-/* The network thread: libmosquitto's loop_forever gives up for good on TLS,
- * DNS and auth errors; a gateway must keep trying, with backoff and jitter. */
-static void *net_main(void *arg)
+/* Sleep up to ms on the wake eventfd alone (no socket). */
+static void wait_wake(ccgw_mqtt_t *m, int ms)
 {
-    ccgw_mqtt_t *m = arg;
-    const ccgw_mqtt_config_t *c = &m->gw->cfg->mqtt;
-    unsigned backoff = (unsigned)c->reconnect_min_ms;
-    unsigned seed = (unsigned)ccgw_now_ms() ^ (unsigned)(uintptr_t)m;
-    bool first = true, have_socket = false;
-    uint64_t failures = 0;
-    while (!atomic_load(&m->net_stop)) {
-        sync_log_cb(m);
-        if (!have_socket) {
-            int rc = first ? mosquitto_connect_bind_v5(m->mosq, c->host, c->port, c->keepalive_s, NULL, NULL)
-                           : mosquitto_reconnect(m->mosq);
-            first = false;
-            if (rc != MOSQ_ERR_SUCCESS) {
-                failures++;
-                if ((failures & (failures - 1)) == 0) /* 1, 2, 4, 8 ... */
-                    CLOG_WARN(TAG, "cannot connect to %s:%d: %s (attempt %llu); retrying with backoff",
-                              c->host, c->port,
-                              rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc),
-                              (unsigned long long)failures);
-                unsigned jitter = backoff / 5 ? (unsigned)rand_r(&seed) % (backoff / 5 + 1) : 0;
-                net_sleep(m, backoff - backoff / 10 + jitter);
-                backoff = backoff * 2 > (unsigned)c->reconnect_max_ms ? (unsigned)c->reconnect_max_ms : backoff * 2;
-                continue;
-            }
-            have_socket = true;
-        }
-        int rc = mosquitto_loop(m->mosq, 200, 1);
-        if (rc == MOSQ_ERR_SUCCESS) {
-            if (atomic_load(&m->connected)) {
-                backoff = (unsigned)c->reconnect_min_ms;
-                failures = 0;
-            }
-            continue;
-        }
-        have_socket = false;
-        if (atomic_load(&m->net_stop))
-            break;
-        if (atomic_exchange(&m->connected, false)) {
-            atomic_fetch_add(&m->disconnects, 1);
-            CLOG_WARN(TAG, "connection to %s:%d lost: %s; reconnecting", c->host, c->port,
-                      rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
-            ccgw_bus_wake(m->gw->bus);
-        }
-        net_sleep(m, backoff);
-        backoff = backoff * 2 > (unsigned)c->reconnect_max_ms ? (unsigned)c->reconnect_max_ms : backoff * 2;
+    struct pollfd p = {.fd = m->wake_fd, .events = POLLIN};
+    if (poll(&p, 1, ms) > 0) {
+        uint64_t v;
+        if (read(m->wake_fd, &v, sizeof v) < 0 && errno != EAGAIN)
+            CLOG_WARN(TAG, "wake: %s", strerror(errno));
     }
-    return NULL;
+}
+
+static const char *err_text(int rc, int err)
+{
+    return rc == MOSQ_ERR_ERRNO ? strerror(err) : mosquitto_strerror(rc);
+}
+
+/* The next attempt after the current backoff (with jitter), which doubles. */
+static void schedule_retry(ccgw_mqtt_t *m)
+{
+    const ccgw_mqtt_config_t *c = &m->gw->cfg->mqtt;
+    unsigned b = m->backoff;
+    unsigned jitter = b / 5 ? (unsigned)rand_r(&m->seed) % (b / 5 + 1) : 0;
+    m->next_try_ms = ccgw_now_ms() + b - b / 10 + jitter;
+    m->backoff = b * 2 > (unsigned)c->reconnect_max_ms ? (unsigned)c->reconnect_max_ms : b * 2;
+}
+
+/* A connection attempt failed before the broker accepted it. */
+static void attempt_failed(ccgw_mqtt_t *m, int rc, int err)
+{
+    const ccgw_mqtt_config_t *c = &m->gw->cfg->mqtt;
+    m->failures++;
+    if (!m->refused && (m->failures & (m->failures - 1)) == 0) /* 1, 2, 4, 8 ... */
+        CLOG_WARN(TAG, "cannot connect to %s:%d: %s (attempt %llu); retrying with backoff", c->host, c->port,
+                  err_text(rc, err), (unsigned long long)m->failures);
+    m->refused = false;
+    m->handshake = false;
+    schedule_retry(m);
+}
+
+/* The socket is gone (error, clean disconnect, keepalive). */
+static void socket_closed(ccgw_mqtt_t *m)
+{
+    const ccgw_mqtt_config_t *c = &m->gw->cfg->mqtt;
+    m->sock_open = false;
+    if (atomic_exchange(&m->connected, false)) { /* on_disconnect() did not see it */
+        atomic_fetch_add(&m->disconnects, 1);
+        if (!atomic_load(&m->stop_req))
+            CLOG_WARN(TAG, "connection to %s:%d lost: %s; reconnecting", c->host, c->port,
+                      err_text(m->last_rc, m->last_errno));
+    }
+    if (atomic_load(&m->stop_req)) {
+        atomic_store(&m->closed, true);
+        return;
+    }
+    if (m->handshake)
+        attempt_failed(m, m->last_rc, m->last_errno);
+    else
+        schedule_retry(m);
+}
+
+static void start_attempt(ccgw_mqtt_t *m)
+{
+    const ccgw_mqtt_config_t *c = &m->gw->cfg->mqtt;
+    /* non-blocking: the TCP connect and the TLS handshake finish in
+     * sink_wait() (the host name is resolved here, blocking) */
+    errno = 0;
+    int rc = m->tried ? mosquitto_reconnect_async(m->mosq)
+                      : mosquitto_connect_bind_async(m->mosq, c->host, c->port, c->keepalive_s, NULL);
+    int err = errno;
+    m->tried = true;
+    m->handshake = true;
+    m->refused = false;
+    m->last_rc = MOSQ_ERR_SUCCESS;
+    if (rc == MOSQ_ERR_SUCCESS && mosquitto_socket(m->mosq) >= 0) {
+        m->sock_open = true;
+        return;
+    }
+    attempt_failed(m, rc == MOSQ_ERR_SUCCESS ? MOSQ_ERR_NO_CONN : rc, err);
+}
+
+/* ccgw_mqtt_stop() and ccgw_mqtt_reconnect(), asked from other threads. */
+static void take_requests(ccgw_mqtt_t *m)
+{
+    bool open = mosquitto_socket(m->mosq) >= 0;
+    if (atomic_load(&m->stop_req)) {
+        if (open && !m->disconnect_sent) {
+            m->disconnect_sent = true;
+            /* a clean DISCONNECT: the broker discards the will */
+            mosquitto_disconnect_v5(m->mosq, MQTT_RC_NORMAL_DISCONNECTION, NULL);
+        }
+        if (!open || mosquitto_socket(m->mosq) < 0)
+            atomic_store(&m->closed, true);
+        return;
+    }
+    if (atomic_exchange(&m->reconnect_req, false) && open) {
+        int rc = mosquitto_disconnect_v5(m->mosq, 0, NULL);
+        if (rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_NO_CONN)
+            CLOG_WARN(TAG, "disconnect for the reconnect: %s", mosquitto_strerror(rc));
+        m->backoff = (unsigned)m->gw->cfg->mqtt.reconnect_min_ms;
+        m->handshake = false;
+    }
+}
+
+/* The sink's wait() (bus.h): the north thread's sleep and libmosquitto's
+ * network loop in one. libmosquitto's own loop (mosquitto_loop) is not
+ * used: it selects, and gives up on descriptors over FD_SETSIZE, which a
+ * gateway with thousands of WebSocket clients reaches on a reconnect. */
+static void sink_wait(void *ctx, int timeout_ms)
+{
+    ccgw_mqtt_t *m = ctx;
+    sync_log_cb(m);
+    take_requests(m);
+    int sock = mosquitto_socket(m->mosq);
+    if (sock < 0 && m->sock_open)
+        socket_closed(m);
+    if (sock < 0) {
+        if (!atomic_load(&m->started) || atomic_load(&m->stop_req)) {
+            wait_wake(m, timeout_ms);
+            return;
+        }
+        uint64_t now = ccgw_now_ms();
+        if (now < m->next_try_ms) {
+            uint64_t left = m->next_try_ms - now;
+            wait_wake(m, (uint64_t)timeout_ms < left ? timeout_ms : (int)left);
+            return;
+        }
+        start_attempt(m);
+        return;
+    }
+    struct pollfd p[2] = {{.fd = m->wake_fd, .events = POLLIN},
+                          {.fd = sock, .events = POLLIN | (mosquitto_want_write(m->mosq) ? POLLOUT : 0)}};
+    int n = poll(p, 2, timeout_ms);
+    if (n < 0)
+        return; /* EINTR */
+    if (p[0].revents) {
+        uint64_t v;
+        if (read(m->wake_fd, &v, sizeof v) < 0 && errno != EAGAIN)
+            CLOG_WARN(TAG, "wake: %s", strerror(errno));
+    }
+    int rc = MOSQ_ERR_SUCCESS;
+    /* reading also moves a TLS handshake on, whichever way the socket is ready */
+    if (p[1].revents) {
+        errno = 0;
+        rc = mosquitto_loop_read(m->mosq, 1);
+    }
+    if (rc == MOSQ_ERR_SUCCESS && mosquitto_socket(m->mosq) >= 0 && mosquitto_want_write(m->mosq)) {
+        errno = 0;
+        rc = mosquitto_loop_write(m->mosq, 1);
+    }
+    if (rc == MOSQ_ERR_SUCCESS && mosquitto_socket(m->mosq) >= 0)
+        rc = mosquitto_loop_misc(m->mosq); /* keepalive */
+    if (rc != MOSQ_ERR_SUCCESS) {
+        m->last_rc = rc;
+        m->last_errno = errno;
+    }
+    if (mosquitto_socket(m->mosq) < 0)
+        socket_closed(m);
 }
 
 int ccgw_mqtt_start(ccgw_mqtt_t *m)
 {
-    mosquitto_threaded_set(m->mosq, true);
-    atomic_store(&m->net_stop, false);
-    int rc = pthread_create(&m->net_thread, NULL, net_main, m);
-    if (rc != 0) {
-        CLOG_ERROR(TAG, "cannot start the MQTT thread: %s", strerror(rc));
-        return CCGW_EIO;
-    }
-    pthread_setname_np(m->net_thread, "ccgw:mqtt");
-    m->loop_started = true;
+    atomic_store(&m->started, true);
+    sink_wake(m);
     return CCGW_OK;
 }
 
 void ccgw_mqtt_stop(ccgw_mqtt_t *m)
 {
-    if (!m || !m->loop_started)
+    if (!m || !atomic_load(&m->started) || atomic_load(&m->stop_req))
         return;
-    /* a clean DISCONNECT: the broker discards the will */
-    mosquitto_disconnect_v5(m->mosq, MQTT_RC_NORMAL_DISCONNECTION, NULL);
-    for (int i = 0; i < 20 && atomic_load(&m->connected); i++) {
+    atomic_store(&m->stop_req, true);
+    sink_wake(m);
+    for (int i = 0; i < 20 && !atomic_load(&m->closed); i++) {
         struct timespec ts = {0, 10 * 1000000L};
         nanosleep(&ts, NULL);
     }
-    pthread_mutex_lock(&m->sleep_lock);
-    atomic_store(&m->net_stop, true);
-    pthread_cond_broadcast(&m->sleep_cond);
-    pthread_mutex_unlock(&m->sleep_lock);
-    pthread_join(m->net_thread, NULL);
-    m->loop_started = false;
     atomic_store(&m->connected, false);
 }
 
@@ -490,11 +596,14 @@ void ccgw_mqtt_free(ccgw_mqtt_t *m)
 {
     if (!m)
         return;
-    ccgw_mqtt_stop(m);
+    /* the bus's north thread is gone (ccgw_bus_stop()): a connection still
+     * open is closed cleanly from here */
+    if (mosquitto_socket(m->mosq) >= 0 && !m->disconnect_sent) {
+        atomic_store(&m->stop_req, true);
+        mosquitto_disconnect_v5(m->mosq, MQTT_RC_NORMAL_DISCONNECTION, NULL);
+    }
     mosquitto_destroy(m->mosq);
-    pthread_mutex_destroy(&m->sleep_lock);
-    pthread_cond_destroy(&m->sleep_cond);
-    pthread_mutex_destroy(&m->mid_lock);
+    close(m->wake_fd);
     free(m->mid_spool);
     free(m->cmd_filter);
     free(m);
@@ -511,10 +620,9 @@ void ccgw_mqtt_get_stats(ccgw_mqtt_t *m, ccgw_mqtt_stats_t *out)
 
 void ccgw_mqtt_reconnect(ccgw_mqtt_t *m, const char *why)
 {
-    if (!m || !m->loop_started)
+    if (!m || !atomic_load(&m->started))
         return;
     CLOG_INFO(TAG, "reconnecting to %s:%d: %s", m->gw->cfg->mqtt.host, m->gw->cfg->mqtt.port, why ? why : "asked");
-    int rc = mosquitto_disconnect_v5(m->mosq, 0, NULL);
-    if (rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_NO_CONN)
-        CLOG_WARN(TAG, "disconnect for the reconnect: %s", mosquitto_strerror(rc));
+    atomic_store(&m->reconnect_req, true);
+    sink_wake(m);
 }
