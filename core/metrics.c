@@ -1,4 +1,5 @@
 /* metrics - see metrics.h. */
+#include "fdlow.h"
 #include "metrics.h"
 
 #include <stdarg.h>
@@ -201,6 +202,18 @@ static void mqtt(FILE *f, ccgw_gateway_t *gw)
     counter(f, "ccgw_mqtt_commands_in_total", "Messages received on the command topics.", m.commands_in);
 }
 
+static void low_fds(FILE *f)
+{
+    ccgw_fdlow_stats_t s;
+    ccgw_fdlow_get_stats(&s);
+    gauge(f, "ccgw_fd_low_reserve", "Descriptors below FD_SETSIZE held for libraries that wait with select().",
+          (double)s.reserve);
+    counter(f, "ccgw_fd_low_moved_total", "Descriptors moved below FD_SETSIZE for such a library (ccgw/fd.h).",
+            s.moved);
+    counter(f, "ccgw_fd_low_refused_total", "Descriptors above FD_SETSIZE refused: the low reserve was empty.",
+            s.refused);
+}
+
 static void http(FILE *f, ccgw_gateway_t *gw)
 {
     ccgw_http_server_stats_t s = {0};
@@ -298,6 +311,7 @@ char *ccgw_metrics_render(struct ccgw_gateway *gw, size_t *len)
     latency(f);
     bus(f, gw);
     mqtt(f, gw);
+    low_fds(f);
     http(f, gw);
     counter(f, "ccgw_audit_records_total", "Audit records (commands, acknowledgements, refusals).",
             ccgw_audit_count(gw->audit));

@@ -60,6 +60,7 @@ static bool is_timeout(int err)
 /* Not errno values: our own reasons. */
 #define MB_ERESOLVE (-1000) /* getaddrinfo failed */
 #define MB_ESTOPPED (-1001) /* cut short by stop() */
+#define MB_ELOWFD (-1002)   /* no descriptor below FD_SETSIZE left (ccgw/fd.h) */
 
 /* A short human reason for errno `err` after a libmodbus call. */
 static void err_text(int err, char *buf, size_t len)
@@ -76,6 +77,9 @@ static void err_text(int err, char *buf, size_t len)
         break;
     case MB_ESTOPPED:
         s = "instance stopping";
+        break;
+    case MB_ELOWFD:
+        s = "no descriptor below FD_SETSIZE left for libmodbus";
         break;
     case ETIMEDOUT:
         s = "timeout";
@@ -235,7 +239,13 @@ static int tcp_connect(mb_link_t *l, const mb_device_t *d)
     freeaddrinfo(res);
     if (err)
         return err;
-    modbus_set_socket(l->ctx, fd);
+    /* libmodbus waits with select(): the socket must be below FD_SETSIZE */
+    int low = ccgw_fd_low(fd);
+    if (low < 0) {
+        close(fd);
+        return MB_ELOWFD;
+    }
+    modbus_set_socket(l->ctx, low);
     return 0;
 }
 
@@ -253,6 +263,15 @@ static int link_connect(mb_link_t *l, const mb_device_t *d)
         int err = errno ? errno : EIO;
         modbus_close(l->ctx);
         return err;
+    } else {
+        /* the serial port too: libmodbus selects on it */
+        int s = modbus_get_socket(l->ctx), low = ccgw_fd_low(s);
+        if (low < 0) {
+            modbus_close(l->ctx);
+            return MB_ELOWFD;
+        }
+        if (low != s)
+            modbus_set_socket(l->ctx, low);
     }
     l->connected = true;
     LOG_DEBUG(l, "%s: connected", l->name);

@@ -8,6 +8,8 @@
  *   device.h   devices and the emit calls (state, telemetry, events, alarms)
  *   command.h  commands and replies
  *   values.h   typed name/value pairs
+ *   jobq.h     a bounded job queue to a worker thread (ABI 1.2)
+ *   fd.h       descriptors below FD_SETSIZE for select() libraries (ABI 1.3)
  *
  * Build with `pkg-config --cflags ccgw-sdk`; see docs/sdk.md.
  */
@@ -21,6 +23,7 @@
 #include "ccgw/device.h"
 #include "ccgw/instance.h"
 #include "ccgw/jobq.h"
+#include "ccgw/fd.h"
 #include "ccgw/plugin.h"
 
 #endif /* CCGW_CCGW_H */

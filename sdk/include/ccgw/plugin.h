@@ -43,7 +43,7 @@ extern "C" {
 /* The ABI this header describes. Bump MINOR when adding calls or fields at
  * the end of a struct; bump MAJOR only when breaking existing plugins. */
 #define CCGW_ABI_MAJOR 1
-#define CCGW_ABI_MINOR 2
+#define CCGW_ABI_MINOR 3
 
 /* The symbol the core looks up with dlsym(). */
 #define CCGW_PLUGIN_SYMBOL "ccgw_plugin_descriptor"
