@@ -39,6 +39,8 @@ struct ccgw_mqtt {
     bool tried;                 /* mosquitto_connect_*() was called once */
     bool sock_open;             /* a socket was open at the last look */
     bool handshake;             /* socket open, no CONNACK yet */
+    bool stale;                 /* that attempt timed out: replaced at next_try_ms */
+    uint64_t handshake_until;   /* the attempt times out then (CONNECT_TIMEOUT_MS) */
     bool refused;               /* the broker refused the CONNECT (logged by on_connect) */
     bool disconnect_sent;       /* stop_req: DISCONNECT queued */
     bool in_publish;            /* inside mosquitto_publish_v5() */
@@ -58,6 +60,9 @@ struct ccgw_mqtt {
 /* QoS 0 publishes handed to libmosquitto and not yet written: at least this
  * many, whatever max_inflight (they take one socket write to leave) */
 #define QOS0_WINDOW_MIN 1024u
+/* a connection attempt (TCP, TLS, CONNACK) that takes longer fails: a
+ * silently dropped SYN would otherwise wait for the kernel's 2 minutes */
+#define CONNECT_TIMEOUT_MS 10000u
 
 /* ---- callbacks (the bus's north thread, inside sink_wait() or a publish) ---- */
 
@@ -75,6 +80,7 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, con
     atomic_fetch_add(&m->connects, 1);
     CLOG_INFO(TAG, "connected to %s:%d", m->gw->cfg->mqtt.host, m->gw->cfg->mqtt.port);
     m->handshake = false;
+    m->stale = false;
     m->failures = 0;
     m->backoff = (unsigned)m->gw->cfg->mqtt.reconnect_min_ms;
     /* QoS 0 publishes that were queued on the old connection are gone */
@@ -99,7 +105,8 @@ static void on_disconnect(struct mosquitto *mosq, void *obj, int rc, const mosqu
         atomic_fetch_add(&m->disconnects, 1);
         if (rc != 0)
             CLOG_WARN(TAG, "disconnected from %s:%d (%s); reconnecting with backoff",
-                      m->gw->cfg->mqtt.host, m->gw->cfg->mqtt.port, mosquitto_strerror(rc));
+                      m->gw->cfg->mqtt.host, m->gw->cfg->mqtt.port,
+                      rc == MOSQ_ERR_KEEPALIVE ? "no answer within the keepalive" : mosquitto_strerror(rc));
     }
 }
 
@@ -426,6 +433,8 @@ static void wait_wake(ccgw_mqtt_t *m, int ms)
 
 static const char *err_text(int rc, int err)
 {
+    if (rc == MOSQ_ERR_KEEPALIVE)
+        return "no answer within the keepalive"; /* libmosquitto 2.0.11: "Unknown error." */
     return rc == MOSQ_ERR_ERRNO ? strerror(err) : mosquitto_strerror(rc);
 }
 
@@ -457,6 +466,8 @@ static void socket_closed(ccgw_mqtt_t *m)
 {
     const ccgw_mqtt_config_t *c = &m->gw->cfg->mqtt;
     m->sock_open = false;
+    bool was_stale = m->stale;
+    m->stale = false;
     if (atomic_exchange(&m->connected, false)) { /* on_disconnect() did not see it */
         atomic_fetch_add(&m->disconnects, 1);
         if (!atomic_load(&m->stop_req))
@@ -467,6 +478,8 @@ static void socket_closed(ccgw_mqtt_t *m)
         atomic_store(&m->closed, true);
         return;
     }
+    if (was_stale)
+        return; /* counted when it timed out; the retry is scheduled */
     if (m->handshake)
         attempt_failed(m, m->last_rc, m->last_errno);
     else
@@ -488,6 +501,8 @@ static void start_attempt(ccgw_mqtt_t *m)
     m->last_rc = MOSQ_ERR_SUCCESS;
     if (rc == MOSQ_ERR_SUCCESS && mosquitto_socket(m->mosq) >= 0) {
         m->sock_open = true;
+        m->stale = false;
+        m->handshake_until = ccgw_now_ms() + CONNECT_TIMEOUT_MS;
         return;
     }
     attempt_failed(m, rc == MOSQ_ERR_SUCCESS ? MOSQ_ERR_NO_CONN : rc, err);
@@ -541,6 +556,22 @@ static void sink_wait(void *ctx, int timeout_ms)
         }
         start_attempt(m);
         return;
+    }
+    if (m->handshake && !atomic_load(&m->stop_req)) {
+        uint64_t now = ccgw_now_ms();
+        if (!m->stale && now >= m->handshake_until) {
+            attempt_failed(m, MOSQ_ERR_ERRNO, ETIMEDOUT); /* logged, next_try_ms set */
+            m->stale = true;
+        }
+        if (m->stale) { /* the next attempt replaces its socket */
+            if (now >= m->next_try_ms) {
+                start_attempt(m);
+                return;
+            }
+            uint64_t left = m->next_try_ms - now;
+            wait_wake(m, (uint64_t)timeout_ms < left ? timeout_ms : (int)left);
+            return;
+        }
     }
     struct pollfd p[2] = {{.fd = m->wake_fd, .events = POLLIN},
                           {.fd = sock, .events = POLLIN | (mosquitto_want_write(m->mosq) ? POLLOUT : 0)}};
