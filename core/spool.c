@@ -206,6 +206,11 @@ struct ccgw_spool {
     unsigned char *rbuf;    /* the record handed out (topic NUL payload NUL) */
     size_t rbuf_cap;
     unsigned char *win;     /* read-ahead of segment win_seg: bytes [win_off, win_end) */
+    /* the latest appends to the active segment, copied (lock held): bytes
+     * [tail_off, tail_end) of segment tail_seg; a reader caught up with the
+     * writer reads them here instead of a pread() per record */
+    unsigned char *tail;    /* TAIL_CAP bytes, allocated at the first append */
+    uint64_t tail_seg, tail_off, tail_end;
     size_t win_cap;
     uint64_t win_seg, win_off, win_end;
     /* flusher */
@@ -366,6 +371,31 @@ static void seg_unlink(ccgw_spool_t *sp, size_t i)
 }
 
 static bool is_active(const ccgw_spool_t *sp, size_t i) { return sp->wfd >= 0 && i + 1 == sp->n_segs; }
+
+#define TAIL_CAP (64u << 10)
+
+/* Keep the record just written at `off` of segment `seg` in the tail copy
+ * (lock held); a record that does not follow the copy starts it afresh. */
+static void tail_add(ccgw_spool_t *sp, uint64_t seg, uint64_t off, const struct iovec *iov, int n, size_t len)
+{
+    if (!sp->tail && !(sp->tail = malloc(TAIL_CAP)))
+        return;
+    if (sp->tail_seg != seg || sp->tail_end != off || sp->tail_end - sp->tail_off + len > TAIL_CAP) {
+        sp->tail_seg = seg;
+        sp->tail_off = sp->tail_end = off;
+        if (len > TAIL_CAP) {
+            sp->tail_off = sp->tail_end = off + len;
+            return;
+        }
+    }
+    unsigned char *d = sp->tail + (sp->tail_end - sp->tail_off);
+    for (int i = 0; i < n; i++) {
+        if (iov[i].iov_len)
+            memcpy(d, iov[i].iov_base, iov[i].iov_len);
+        d += iov[i].iov_len;
+    }
+    sp->tail_end += len;
+}
 
 /* Unmap the active segment and cut the file to what it holds (lock held). */
 static void unmap_active(ccgw_spool_t *sp)
@@ -563,6 +593,8 @@ int ccgw_spool_append(ccgw_spool_t *sp, int kind, int qos, uint64_t version, con
         sp->st.refused_full++;
     }
     if (rc == CCGW_OK) {
+        if (!sp->wmap)
+            tail_add(sp, s->first ? s->first : h.id, s->bytes, iov, 3, reclen);
         if (s->n == 0)
             s->first = h.id;
         s->last = h.id;
@@ -763,6 +795,22 @@ int ccgw_spool_next(ccgw_spool_t *sp, ccgw_spool_rec_t *rec)
             if (t == TAKE_LATER)
                 break;
             sp->st.read_mapped++;
+            pthread_mutex_unlock(&sp->lock);
+            return 1;
+        }
+        if (sp->tail_seg == s.first && off >= sp->tail_off && off + HDR <= sp->tail_end) {
+            /* just written: read it from the tail copy, under the lock (no
+             * system call; written by this process, the CRC is not checked
+             * again) */
+            hdr_t h = {0};
+            const unsigned char *rp = sp->tail + (off - sp->tail_off);
+            hdr_get(rp, &h);
+            int t = take_record(sp, &s, off, hdr_sane(&h) && off + h.len <= sp->tail_end, rp, &h, rec);
+            if (t == TAKE_NEXT)
+                continue;
+            if (t == TAKE_LATER)
+                break;
+            sp->st.read_memory++;
             pthread_mutex_unlock(&sp->lock);
             return 1;
         }
@@ -1337,9 +1385,9 @@ void ccgw_spool_close(ccgw_spool_t *sp)
         CLOG_INFO(TAG, "closed: %" PRIu64 " records pending, %" PRIu64 " bytes; appended %" PRIu64
                   ", delivered %" PRIu64 ", telemetry dropped %" PRIu64 ", refused full %" PRIu64
                   ", expired %" PRIu64 ", fsyncs %" PRIu64 "; mapped segments %" PRIu64 ", read from the mapping %" PRIu64
-                  ", from files %" PRIu64, sp->st.pending, sp->bytes, sp->st.appended,
+                  ", from memory %" PRIu64 ", from files %" PRIu64, sp->st.pending, sp->bytes, sp->st.appended,
                   sp->st.delivered, sp->st.dropped_telemetry, sp->st.refused_full, sp->st.expired,
-                  sp->st.fsyncs, sp->st.mapped_segments, sp->st.read_mapped, sp->st.read_file);
+                  sp->st.fsyncs, sp->st.mapped_segments, sp->st.read_mapped, sp->st.read_memory, sp->st.read_file);
     }
     if (sp->wfd >= 0) {
         unmap_active(sp);
@@ -1358,6 +1406,7 @@ void ccgw_spool_close(ccgw_spool_t *sp)
     free(sp->gaps);
     free(sp->ack);
     free(sp->rbuf);
+    free(sp->tail);
     free(sp->win);
     free(sp->dir);
     pthread_mutex_destroy(&sp->lock);

@@ -64,6 +64,7 @@ typedef struct ccgw_spool_stats {
     uint64_t watermark, next_id;
     uint64_t mapped_segments;      /* segments written through a shared mapping (no write(2)) */
     uint64_t read_mapped, read_file; /* records handed to the reader from the mapping / from the file */
+    uint64_t read_memory;          /* from the copy of the latest appends (no read(2)) */
     bool full;
 } ccgw_spool_stats_t;
 
