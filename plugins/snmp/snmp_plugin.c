@@ -8,14 +8,25 @@
  * lifecycle). Threads: see snmp_plugin.h.
  *
  * net-snmp keeps process-global state (its config, the USM user list, the
- * local engine id, MIB tables). init_snmp() runs exactly once per process,
- * in the first create() of any snmp instance (pthread_once), with config
- * files, persistent state and MIB loading disabled; it is never undone
- * (several instances, and a reload, share it). That init and the lock that
- * serialises session open/close and USM user creation are the only
- * file-scope mutable state of the plugin. The .so is linked with -z nodelete
- * (CMakeLists.txt): net-snmp's global state must outlive a dlclose(), and
- * the once-guard must not be reset by unloading and loading the plugin again.
+ * local engine id, MIB tables), set up in two steps, each at most once per
+ * process and never undone (several instances, and a reload, share it):
+ *  - the base, in the first create() of any snmp instance (pthread_once):
+ *    the library's flags (config files, persistent state and MIB loading
+ *    off) and its internal init (transports, request ids), which is all that
+ *    v2c polling and v1/v2c traps and informs use;
+ *  - SNMPv3 (USM), init_snmp(), in the first create() whose options have a
+ *    version 3 target or a trap user. It draws the USM salts and the local
+ *    engine id from OpenSSL's RNG and hashes the initial user with MD5,
+ *    which initialises OpenSSL (its config and default provider: +1.9 MB of
+ *    libcrypto pages resident, docs/architecture.md "Memory"), so a v2c-only
+ *    gateway does not pay for it. A v3 message reaching a process without it
+ *    is dropped by net-snmp (no security model registered), as one for an
+ *    unknown user is otherwise.
+ * Those inits and the lock that serialises them, session open/close and USM
+ * user creation are the only file-scope mutable state of the plugin. The .so
+ * is linked with -z nodelete (CMakeLists.txt): net-snmp's global state must
+ * outlive a dlclose(), and the once-guards must not be reset by unloading and
+ * loading the plugin again.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +43,7 @@
 
 static pthread_once_t snmp_once = PTHREAD_ONCE_INIT;
 static pthread_mutex_t snmp_glock = PTHREAD_MUTEX_INITIALIZER;
+static bool snmp_v3_ready; /* init_snmp() done; under snmp_glock */
 
 static void snmp_init_once(void)
 {
@@ -45,7 +57,38 @@ static void snmp_init_once(void)
      * without it init_snmp() reports every missing default MIB on stderr) */
     char no_mibs[] = "mibs :";
     netsnmp_config_remember(no_mibs);
-    init_snmp("ccgw");
+    /* the library's internal init (transport domains, request and message
+     * ids), which snmp_sess_init() makes on first use without a lock: made
+     * here, once, before any worker thread opens a session */
+    netsnmp_session base;
+    snmp_sess_init(&base);
+}
+
+/* SNMPv3 (USM): init_snmp(), once, when the first instance needs it. Under
+ * the global lock: a reload may add a v3 target while other instances' v2c
+ * sessions are open (their open/close take the same lock). */
+static void snmp_init_v3(ccgw_instance_t *inst)
+{
+    pthread_mutex_lock(&snmp_glock);
+    if (!snmp_v3_ready) {
+        init_snmp("ccgw");
+        snmp_v3_ready = true;
+        CCGW_INFO(inst, "snmp: SNMPv3 (USM) initialised");
+    }
+    pthread_mutex_unlock(&snmp_glock);
+}
+
+/* Does this instance use SNMPv3: a version 3 target or a trap user? */
+static bool needs_v3(const ccgw_config_t *options)
+{
+    if (ccgw_config_count(ccgw_config_get(options, "trap_users")) > 0)
+        return true;
+    const ccgw_config_t *targets = ccgw_config_get(options, "targets");
+    for (size_t i = 0; i < ccgw_config_count(targets); i++) {
+        if (strcmp(ccgw_config_string(ccgw_config_at(targets, i), "version", "2c"), "3") == 0)
+            return true;
+    }
+    return false;
 }
 
 pthread_mutex_t *snmp_global_lock(void)
@@ -434,6 +477,8 @@ static int build(snmp_t *s, const ccgw_config_t *options)
 static int snmp_create(ccgw_instance_t *inst, const ccgw_config_t *options, void **state)
 {
     pthread_once(&snmp_once, snmp_init_once);
+    if (needs_v3(options))
+        snmp_init_v3(inst);
     snmp_t *s = calloc(1, sizeof *s);
     if (!s)
         return CCGW_ENOMEM;

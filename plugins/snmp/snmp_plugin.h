@@ -14,10 +14,11 @@
  *  - `pub_lock` of a target guards what was last published for it (flags,
  *    alarms, power state), so a trap and a poll never emit the same
  *    power.lost or alarm twice.
- *  - net-snmp global state (init_snmp, the USM user list, engine id) is set
- *    up once per process (pthread_once in snmp_plugin.c); session open/close
- *    and user creation are serialised by the process-wide lock returned by
- *    snmp_global_lock() (net-snmp's lists are not thread-safe).
+ *  - net-snmp global state (its base init; init_snmp with the USM user list
+ *    and engine id only when an instance uses v3) is set up once per process
+ *    (snmp_plugin.c); the v3 init, session open/close and user creation are
+ *    serialised by the process-wide lock returned by snmp_global_lock()
+ *    (net-snmp's lists are not thread-safe).
  */
 #ifndef CCGW_SNMP_PLUGIN_H
 #define CCGW_SNMP_PLUGIN_H

@@ -16,6 +16,11 @@
  *    threshold alarm raised and cleared, a mapped private trap -> event and
  *    alarm at once;
  *  - a v3 authPriv inform (acknowledged) -> event; a wrong pass phrase: none;
+ *  - a second gateway with v2c only (no v3 target, no trap user) does not
+ *    initialise SNMPv3 (init_snmp(), which initialises OpenSSL): it polls,
+ *    acknowledges a v2c inform, drops a v3 one and keeps running; a reload
+ *    that adds an instance with a v3 target initialises it then, while the
+ *    first instance's v2c session stays open and keeps polling;
  *  - snmpd killed: online:false with a timeout reason; back: online again.
  * snmpd forks the pass script once per OID, so on a loaded machine an answer
  * may take a few hundred ms: the targets wait 1 s and retry once.
@@ -28,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define SNMPD_BIN "/usr/sbin/snmpd"
@@ -434,6 +440,129 @@ static void v3_inform(void **state)
              "no event for a wrong pass phrase");
 }
 
+/* gw2's config: a v2c hvac target with one mapped private trap; with_v3 adds
+ * a second instance with a v3 target (the first one unchanged). */
+static int write_gw2_yaml(const char *path, int trap_port, bool with_v3)
+{
+    char yaml[4096];
+    int n = snprintf(yaml, sizeof yaml,
+                     "gateway: {site: hq, id: gw2, data_dir: data2, plugin_dirs: [\"%s\"]}\n"
+                     "mqtt: {port: %d}\n"
+                     "instances:\n"
+                     "  - id: power2\n"
+                     "    plugin: snmp\n"
+                     "    options:\n"
+                     "      trap_port: %d\n"
+                     "      trap_address: 127.0.0.1\n"
+                     "      traps:\n"
+                     "        - {oid: 1.3.6.1.4.1.99999.0.1, device: room2-ac, event: hvac.fault}\n"
+                     "      targets:\n"
+                     "        - id: room2-ac\n"
+                     "          class: hvac\n"
+                     "          host: 127.0.0.1\n"
+                     "          port: %d\n"
+                     "          poll_interval_ms: 500\n"
+                     "          timeout_ms: 1000\n"
+                     "          retries: 1\n"
+                     "          points:\n"
+                     "            - {oid: 1.3.6.1.4.1.99999.1.1.0, name: supply_air.temperature, scale: 0.1}\n"
+                     "%s",
+                     CCGW_PLUGIN_DIR, B->port, trap_port, SNMP_PORT,
+                     with_v3 ? "  - id: power3\n"
+                               "    plugin: snmp\n"
+                               "    options:\n"
+                               "      targets:\n"
+                               "        - id: room2-ups-v3\n"
+                               "          host: 127.0.0.1\n"
+                               "          port: " : "");
+    if (with_v3 && n > 0 && (size_t)n < sizeof yaml)
+        snprintf(yaml + n, sizeof yaml - (size_t)n,
+                 "%d\n"
+                 "          version: \"3\"\n"
+                 "          user: ccgw\n"
+                 "          auth_password: !env CCGW_IT_SNMP_AUTH\n"
+                 "          priv_password: !env CCGW_IT_SNMP_PRIV\n"
+                 "          poll_interval_ms: 500\n"
+                 "          timeout_ms: 1000\n"
+                 "          retries: 1\n",
+                 SNMP_PORT);
+    return h_write_file(path, yaml);
+}
+
+static int inform(int trap_port, bool v3, const char *pass)
+{
+    char dest[64];
+    snprintf(dest, sizeof dest, "127.0.0.1:%d", trap_port);
+    const char *v2[] = {SNMPINFORM_BIN, "-v", "2c", "-c", "public", "-r", "0", "-t", "2", "-M", "/dev/null",
+                        "-m", "", dest, "", "1.3.6.1.4.1.99999.0.1", NULL};
+    const char *v3a[] = {SNMPINFORM_BIN, "-v", "3", "-u", "trapper", "-l", "authPriv", "-a", "SHA",
+                         "-A", pass, "-x", "AES", "-X", "privpass123", "-r", "0", "-t", "1",
+                         "-M", "/dev/null", "-m", "", dest, "", "1.3.6.1.4.1.99999.0.1", NULL};
+    return h_run(E, "snmpinform", v3 ? v3a : v2, h_scaled(5000), NULL, NULL);
+}
+
+#define T_HVAC2 H_PREFIX "/hq/hvac/room2-ac"
+#define T_V3B H_PREFIX "/hq/ups/room2-ups-v3"
+#define V3_INIT_LOG "SNMPv3 (USM) initialised"
+
+static bool log_has(const h_proc *p, const char *needle)
+{
+    char *text = h_read_file(h_proc_log(p));
+    bool has = text && strstr(text, needle);
+    free(text);
+    return has;
+}
+
+static void v2c_only_gateway_then_v3_by_reload(void **state)
+{
+    (void)state;
+    H_ASSERT(log_has(G, V3_INIT_LOG), "gw1 (v3 targets) initialised SNMPv3");
+    int trap2 = h_free_port();
+    while (trap2 == TRAP_PORT || trap2 == SNMP_PORT)
+        trap2 = h_free_port();
+    char path[PATH_MAX];
+    h_env_path(E, "ccgw2.yaml", path, sizeof path);
+    H_ASSERT(write_gw2_yaml(path, trap2, false) == 0, "gw2 config");
+    size_t mark = h_mqtt_mark(S);
+    int64_t t0 = h_now_ms();
+    h_proc *g2 = h_gw_start(E, path);
+    H_ASSERT(g2 != NULL, "gw2 started");
+    H_EXPECT(S, mark, T_HVAC2 "/state", "{\"online\":true}", h_left_ms(t0, 8000));
+    H_EXPECT(S, mark, T_HVAC2 "/telemetry", "{}", h_scaled(3000));
+    /* a v2c inform: acknowledged, mapped to the event */
+    mark = h_mqtt_mark(S);
+    int st = inform(trap2, false, NULL);
+    H_ASSERT(st == 0, "v2c inform acknowledged: status %d", st);
+    H_EXPECT(S, mark, T_HVAC2 "/event/hvac.fault", "{\"type\":\"hvac.fault\"}", h_scaled(1000));
+    /* a v3 inform: no USM here, dropped (no acknowledgement, no event), gw2 runs on */
+    mark = h_mqtt_mark(S);
+    st = inform(trap2, true, "authpass123");
+    H_ASSERT(st != 0, "no acknowledgement for a v3 inform without trap users");
+    H_ASSERT(h_mqtt_wait(S, mark, T_HVAC2 "/event/hvac.fault", NULL, NULL, h_scaled(300)) == NULL,
+             "no event for the v3 inform");
+    H_ASSERT(h_proc_alive(g2), "gw2 alive after a v3 inform");
+    H_EXPECT(S, mark, T_HVAC2 "/telemetry", "{}", h_scaled(3000));
+    H_ASSERT(!log_has(g2, V3_INIT_LOG), "gw2 (v2c only) did not initialise SNMPv3");
+
+    /* reload: a second instance with a v3 target; power2 is unchanged and keeps its session */
+    H_ASSERT(write_gw2_yaml(path, trap2, true) == 0, "gw2 config with v3");
+    mark = h_mqtt_mark(S);
+    h_proc_signal(g2, SIGHUP);
+    char line[512];
+    H_ASSERT(h_proc_wait_log(g2, V3_INIT_LOG, h_scaled(10000), line, sizeof line), "v3 initialised on reload");
+    H_EXPECT(S, mark, T_V3B "/state", "{\"online\":true}", h_scaled(8000));
+    H_EXPECT(S, mark, T_V3B "/telemetry", "{}", h_scaled(3000));
+    size_t after = h_mqtt_mark(S);
+    H_EXPECT(S, after, T_HVAC2 "/telemetry", "{}", h_scaled(3000));
+    const h_msg *all[64];
+    size_t n = h_mqtt_collect(S, mark, H_PREFIX "/hq/gateway/gw2/instance/power2", NULL, NULL, all, 64);
+    H_ASSERT(n == 0, "power2 not restarted by the reload (%zu instance messages)", n);
+    int st2 = h_proc_stop(g2, 8000);
+    char how[64];
+    H_ASSERT(WIFEXITED(st2) && WEXITSTATUS(st2) == 0, "gw2 stopped cleanly: %s",
+             h_status_str(st2, how, sizeof how));
+}
+
 static void snmpd_killed(void **state)
 {
     (void)state;
@@ -467,6 +596,7 @@ int main(void)
         cmocka_unit_test(v3_auth_priv_and_wrong_password),
         cmocka_unit_test(hvac_points_and_private_traps),
         cmocka_unit_test(v3_inform),
+        cmocka_unit_test(v2c_only_gateway_then_v3_by_reload),
         cmocka_unit_test(snmpd_killed),
     };
     int failed = cmocka_run_group_tests_name("snmp", tests, setup, teardown);
