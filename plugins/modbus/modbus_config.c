@@ -284,18 +284,45 @@ static const ccgw_option_t mb_device_options[] = {
      .doc = "Default byte order of the device's registers."},
     {.key = "points",
      .type = CCGW_OPT_LIST,
-     .flags = CCGW_OPT_F_REQUIRED | CCGW_OPT_F_RANGE,
+     .flags = CCGW_OPT_F_RANGE,
      .min = 1,
      .max = 10000,
      .item_type = CCGW_OPT_OBJECT,
      .children = mb_point_options,
-     .doc = "The register map: one item per value."},
+     .doc = "The register map: one item per value. Required unless `profile` is given."},
+    {.key = "profile",
+     .type = CCGW_OPT_STRING,
+     .doc = "Take points (and commands, unless the device lists its own) from the profile "
+            "with this id (instance option `profiles`), instead of `points`."},
     {.key = "commands",
      .type = CCGW_OPT_LIST,
      .item_type = CCGW_OPT_OBJECT,
      .children = mb_alias_options,
      .doc = "Command aliases of the class vocabulary (hvac.start, hvac.set_setpoint), each "
             "writing one point."},
+    CCGW_OPTION_END,
+};
+
+static const ccgw_option_t mb_profile_options[] = {
+    {.key = "id",
+     .type = CCGW_OPT_STRING,
+     .flags = CCGW_OPT_F_REQUIRED | CCGW_OPT_F_RANGE,
+     .min = 1,
+     .max = 64,
+     .doc = "Profile id ([a-z0-9_.-]+), named by a device's `profile`."},
+    {.key = "points",
+     .type = CCGW_OPT_LIST,
+     .flags = CCGW_OPT_F_REQUIRED | CCGW_OPT_F_RANGE,
+     .min = 1,
+     .max = 10000,
+     .item_type = CCGW_OPT_OBJECT,
+     .children = mb_point_options,
+     .doc = "The register map shared by the devices of this profile, as a device's `points`."},
+    {.key = "commands",
+     .type = CCGW_OPT_LIST,
+     .item_type = CCGW_OPT_OBJECT,
+     .children = mb_alias_options,
+     .doc = "Command aliases shared by the devices of this profile, as a device's `commands`."},
     CCGW_OPTION_END,
 };
 
@@ -308,6 +335,15 @@ const ccgw_option_t mb_options[] = {
      .item_type = CCGW_OPT_OBJECT,
      .children = mb_device_options,
      .doc = "The Modbus devices of this instance."},
+    {.key = "profiles",
+     .type = CCGW_OPT_LIST,
+     .flags = CCGW_OPT_F_RANGE,
+     .min = 1,
+     .max = 1000,
+     .item_type = CCGW_OPT_OBJECT,
+     .children = mb_profile_options,
+     .doc = "Register maps shared by many devices of the same model: a device with "
+            "`profile: ID` takes the points (and commands) of the profile with that id."},
     CCGW_OPTION_END,
 };
 
@@ -872,8 +908,21 @@ out:
     return rc;
 }
 
-static int parse_device(mb_diag_t *dg, const ccgw_config_t *dn, mb_instance_t *mb,
-                        mb_device_t *d)
+/* The profile node named `id` in `profiles`, or NULL. */
+static const ccgw_config_t *find_profile(const ccgw_config_t *profiles, const char *id)
+{
+    size_t n = ccgw_config_count(profiles);
+    for (size_t i = 0; id && i < n; i++) {
+        const ccgw_config_t *pn = ccgw_config_at(profiles, i);
+        const char *pid = ccgw_config_string(pn, "id", NULL);
+        if (pid && strcmp(pid, id) == 0)
+            return pn;
+    }
+    return NULL;
+}
+
+static int parse_device(mb_diag_t *dg, const ccgw_config_t *dn, const ccgw_config_t *profiles,
+                        mb_instance_t *mb, mb_device_t *d)
 {
     int rc;
 
@@ -929,10 +978,27 @@ static int parse_device(mb_diag_t *dg, const ccgw_config_t *dn, mb_instance_t *m
     mb_order_t bo = (mb_order_t)lookup_or(mb_order_names,
                                           ccgw_config_string(dn, "byte_order", "big"), 0);
 
-    const ccgw_config_t *pts = ccgw_config_get(dn, "points");
+    /* points (and commands) come from the device or from its profile */
+    const ccgw_config_t *src = dn, *cmd_src = dn;
+    const char *profile = ccgw_config_string(dn, "profile", NULL);
+    if (profile) {
+        const ccgw_config_t *pf = find_profile(profiles, profile);
+        if (ccgw_config_get(dn, "points"))
+            diag(dg, at_key(dn, "profile"), "device '%s': give points or profile, not both", d->id);
+        else if (!pf)
+            diag(dg, at_key(dn, "profile"), "device '%s': no profile '%s' in profiles", d->id,
+                 profile);
+        else {
+            src = pf;
+            if (!ccgw_config_get(dn, "commands"))
+                cmd_src = pf;
+        }
+    }
+    const ccgw_config_t *pts = ccgw_config_get(src, "points");
     size_t np = ccgw_config_count(pts);
-    if (np == 0)
-        diag(dg, pts ? pts : dn, "device '%s': points must list at least one point", d->id);
+    if (np == 0 && !profile)
+        diag(dg, pts ? pts : dn, "device '%s': points must list at least one point (or give profile)",
+             d->id);
     d->points = calloc(np ? np : 1, sizeof *d->points);
     if (!d->points)
         return CCGW_ENOMEM;
@@ -942,10 +1008,10 @@ static int parse_device(mb_diag_t *dg, const ccgw_config_t *dn, mb_instance_t *m
         if (rc < 0)
             return rc;
     }
-    rc = check_names(dg, dn, d);
+    rc = check_names(dg, src, d);
     if (rc < 0)
         return rc;
-    rc = parse_aliases(dg, dn, d);
+    rc = parse_aliases(dg, cmd_src, d);
     if (rc < 0)
         return rc;
     if (dg->errors == 0 && np > 0) {
@@ -1004,6 +1070,7 @@ static int build_links(mb_diag_t *dg, const ccgw_config_t *devs, mb_instance_t *
             lk->stop_bits = (int)ccgw_config_int(dn, "stop_bits", 1);
             lk->busy_fd = -1;
             lk->wake_fd = -1;
+            lk->sock_slot = -1;
             if (rtu)
                 snprintf(lk->name, sizeof lk->name, "rtu %s", lk->serial);
             else
@@ -1059,9 +1126,19 @@ out:
 static int parse_all(mb_diag_t *dg, const ccgw_config_t *options, mb_instance_t *mb)
 {
     const ccgw_config_t *devs = ccgw_config_get(options, "devices");
+    const ccgw_config_t *profiles = ccgw_config_get(options, "profiles");
     size_t n = ccgw_config_count(devs);
     int rc;
     char buf[160];
+
+    for (size_t i = 0; i < ccgw_config_count(profiles); i++) {
+        const ccgw_config_t *pn = ccgw_config_at(profiles, i);
+        const char *id = ccgw_config_string(pn, "id", NULL);
+        if (!mb_is_id(id))
+            diag(dg, at_key(pn, "id"), "profile id '%s' must match [a-z0-9_.-]+", id ? id : "");
+        else if (find_profile(profiles, id) != pn)
+            diag(dg, at_key(pn, "id"), "duplicate profile id '%s'", id);
+    }
 
     if (n == 0) {
         diag(dg, devs ? devs : options, "devices must list at least one device");
@@ -1073,7 +1150,7 @@ static int parse_all(mb_diag_t *dg, const ccgw_config_t *options, mb_instance_t 
     mb->n_devices = n;
     for (size_t i = 0; i < n; i++) {
         const ccgw_config_t *dn = ccgw_config_at(devs, i);
-        rc = parse_device(dg, dn, mb, &mb->devices[i]);
+        rc = parse_device(dg, dn, profiles, mb, &mb->devices[i]);
         if (rc < 0)
             return rc;
         for (size_t j = 0; j < i; j++) {

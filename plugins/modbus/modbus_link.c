@@ -15,6 +15,7 @@
  * on the instance thread.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -23,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/select.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -60,6 +62,7 @@ static bool is_timeout(int err)
 /* Not errno values: our own reasons. */
 #define MB_ERESOLVE (-1000) /* getaddrinfo failed */
 #define MB_ESTOPPED (-1001) /* cut short by stop() */
+#define MB_EFDSETSIZE (-1002) /* the socket's descriptor is >= FD_SETSIZE (libmodbus uses select) */
 
 /* A short human reason for errno `err` after a libmodbus call. */
 static void err_text(int err, char *buf, size_t len)
@@ -76,6 +79,9 @@ static void err_text(int err, char *buf, size_t len)
         break;
     case MB_ESTOPPED:
         s = "instance stopping";
+        break;
+    case MB_EFDSETSIZE:
+        s = "too many open descriptors: the socket's is >= 1024, which libmodbus cannot wait on";
         break;
     case ETIMEDOUT:
         s = "timeout";
@@ -143,12 +149,33 @@ static bool link_stopping(mb_link_t *l)
     return s;
 }
 
+/* Puts /dev/null on the link's reserved descriptor number (closing the socket
+ * that was there, atomically); -1 when it cannot (the slot is then given up). */
+static int slot_park(mb_link_t *l)
+{
+    int z = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (z < 0 || dup3(z, l->sock_slot, O_CLOEXEC) < 0) {
+        if (z >= 0)
+            close(z);
+        close(l->sock_slot);
+        l->sock_slot = -1;
+        return -1;
+    }
+    close(z);
+    return 0;
+}
+
 static void link_drop(mb_link_t *l)
 {
-    if (l->connected) {
+    if (!l->connected)
+        return;
+    if (l->transport == MB_TCP && l->sock_slot >= 0) {
+        slot_park(l); /* closes the socket; keeps the number for the next one */
+        modbus_set_socket(l->ctx, -1);
+    } else {
         modbus_close(l->ctx);
-        l->connected = false;
     }
+    l->connected = false;
 }
 
 static void set_device(mb_link_t *l, const mb_device_t *d)
@@ -235,6 +262,23 @@ static int tcp_connect(mb_link_t *l, const mb_device_t *d)
     freeaddrinfo(res);
     if (err)
         return err;
+    /* onto the reserved number below FD_SETSIZE (the new socket's may be above it) */
+    if (l->sock_slot >= 0 && fd != l->sock_slot) {
+        if (dup3(fd, l->sock_slot, O_CLOEXEC) < 0) {
+            err = errno;
+            close(fd);
+            return err;
+        }
+        close(fd);
+        fd = l->sock_slot;
+    }
+    if (fd >= FD_SETSIZE) { /* libmodbus would abort in FD_SET */
+        if (fd == l->sock_slot)
+            slot_park(l);
+        else
+            close(fd);
+        return MB_EFDSETSIZE;
+    }
     modbus_set_socket(l->ctx, fd);
     return 0;
 }
@@ -756,12 +800,37 @@ static void link_close(mb_link_t *l)
         modbus_free(l->ctx);
         l->ctx = NULL;
     }
+    if (l->sock_slot >= 0) {
+        close(l->sock_slot);
+        l->sock_slot = -1;
+    }
+}
+
+/* Moves a descriptor above FD_SETSIZE when the limit allows, leaving the low
+ * numbers to the sockets libmodbus waits on with select(). */
+static int fd_up(int fd)
+{
+    int hi = fcntl(fd, F_DUPFD_CLOEXEC, FD_SETSIZE);
+    if (hi < 0)
+        return fd;
+    close(fd);
+    return hi;
 }
 
 int mb_links_start(mb_instance_t *mb)
 {
     uint64_t now = mono_ms();
+    size_t k = 0;
 
+    /* First a low descriptor number for every TCP link's socket, before any
+     * other descriptor of the links is made (libmodbus's select() needs the
+     * socket below FD_SETSIZE; see sock_slot). */
+    for (size_t i = 0; i < mb->n_links; i++) {
+        mb_link_t *l = &mb->links[i];
+        l->sock_slot = -1;
+        if (l->transport == MB_TCP)
+            l->sock_slot = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    }
     for (size_t i = 0; i < mb->n_links; i++) {
         mb_link_t *l = &mb->links[i];
         if (link_open(l) != 0) {
@@ -777,6 +846,8 @@ int mb_links_start(mb_instance_t *mb)
             return CCGW_ENOMEM;
         }
         l->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (l->wake_fd >= 0)
+            l->wake_fd = fd_up(l->wake_fd);
         if (l->wake_fd < 0) {
             LOG_ERROR(l, "%s: eventfd: %s", l->name, strerror(errno));
             link_close(l);
@@ -785,8 +856,12 @@ int mb_links_start(mb_instance_t *mb)
         }
         for (size_t j = 0; j < l->n_devices; j++) {
             mb_device_t *d = l->devices[j];
-            /* spread the first polls of a shared line a little */
-            d->next_poll_ms = now + (uint64_t)j * 10u;
+            /* Spread the first polls of the instance's devices evenly over one
+             * interval (at most 1 s): many devices polled at the same interval
+             * then never fall due together (as a burst: requests queue at the
+             * devices and gateways, the polls run late). */
+            uint64_t span = d->poll_interval_ms < 1000u ? d->poll_interval_ms : 1000u;
+            d->next_poll_ms = now + (uint64_t)k++ * span / mb->n_devices;
             d->fail_streak = 0;
         }
         int rc = pthread_create(&l->thread, NULL, link_main, l);

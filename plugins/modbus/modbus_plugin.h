@@ -156,6 +156,10 @@ struct mb_link {
 
     void *ctx; /* modbus_t *, worker-owned */
     bool connected;
+    /* tcp: the descriptor number this link's socket always gets (reserved at start, held by
+     * /dev/null while not connected), so that it stays below FD_SETSIZE: libmodbus 3.1 waits
+     * with select(), which aborts on a descriptor >= 1024. -1: none. */
+    int sock_slot;
 
     pthread_t thread;
     bool thread_started;
