@@ -193,7 +193,7 @@ static double cpu_s(void)
            (double)ru.ru_stime.tv_usec / 1e6;
 }
 
-static void usage(void)
+static _Noreturn void usage(void)
 {
     fprintf(stderr, "usage: ccgw-bench-modbus-raw --endpoint HOST:PORT [--endpoint ...] --units N "
                     "--read FC:ADDR:COUNT [--read ...] [--interval-ms 1000] [--threads T] [--warmup-s 2] "
@@ -230,7 +230,7 @@ int main(int argc, char **argv)
         }
         case 'u': units = atol(optarg); break;
         case 'r': {
-            rd_t r;
+            rd_t r = {0, 0, 0};
             if (g_n_reads == MAX_READS || sscanf(optarg, "%d:%d:%d", &r.fc, &r.addr, &r.count) != 3 ||
                 r.fc < 1 || r.fc > 4 || r.count < 1 || r.count > (r.fc <= 2 ? 2000 : 125))
                 usage();
