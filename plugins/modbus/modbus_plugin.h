@@ -30,6 +30,7 @@
 
 #define MB_WRITE_QUEUE_LEN 16 /* pending writes per link; more -> `busy` */
 #define MB_REASON_LEN 96
+#define MB_POLL_SLOT_MS 20u   /* first polls are spread over the interval in steps of this */
 
 typedef struct mb_instance mb_instance_t;
 typedef struct mb_link mb_link_t;

@@ -10,7 +10,8 @@
  * (FC 1, 2, 3 or 4; the plugin's planner gives the same list for the bench's
  * points). Threads: --threads T (default one per endpoint), each owning an
  * equal share of the devices. The first polls of a thread's devices are
- * spread evenly over the interval; then each device is polled every
+ * spread evenly over the interval (rounded down to a multiple of --slot-ms,
+ * as the plugin does with its 20 ms); then each device is polled every
  * --interval-ms on its own schedule (a poll that falls behind is not made
  * up). Nothing is decoded or published: this is what polling alone costs.
  *
@@ -24,7 +25,7 @@
  *
  *   ccgw-bench-modbus-raw --endpoint 127.0.0.1:PORT [--endpoint ...] --units N
  *       --read 4:0:40 --read 2:0:8 --read 3:0:2 [--interval-ms 1000] [--threads T]
- *       [--warmup-s 2] [--window-s 10] [--timeout-ms 500] [--window-file PATH]
+ *       [--warmup-s 2] [--window-s 10] [--timeout-ms 500] [--window-file PATH] [--slot-ms MS]
  */
 #include <errno.h>
 #include <getopt.h>
@@ -73,7 +74,7 @@ typedef struct {
 
 static rd_t g_reads[MAX_READS];
 static size_t g_n_reads;
-static uint64_t g_interval_ns, g_timeout_ms = 500;
+static uint64_t g_interval_ns, g_timeout_ms = 500, g_slot_ns;
 static _Atomic int g_phase; /* 0 warm-up, 1 window, 2 stop */
 
 static void push_i64(int64_t **a, size_t *n, size_t *cap, int64_t v)
@@ -136,8 +137,10 @@ static void *worker_main(void *arg)
     worker_t *w = arg;
     uint64_t now = bench_now_ns(CLOCK_MONOTONIC);
 
-    for (size_t i = 0; i < w->n; i++) /* first polls spread over one interval */
-        w->devs[i].next_ns = now + g_interval_ns * i / (w->n ? w->n : 1);
+    for (size_t i = 0; i < w->n; i++) { /* first polls spread over one interval, in slots */
+        uint64_t off = g_interval_ns * i / (w->n ? w->n : 1);
+        w->devs[i].next_ns = now + (g_slot_ns ? off - off % g_slot_ns : off);
+    }
     while (atomic_load(&g_phase) < 2) {
         dev_t_ *due = NULL;
         for (size_t i = 0; i < w->n; i++)
@@ -197,7 +200,7 @@ static _Noreturn void usage(void)
 {
     fprintf(stderr, "usage: ccgw-bench-modbus-raw --endpoint HOST:PORT [--endpoint ...] --units N "
                     "--read FC:ADDR:COUNT [--read ...] [--interval-ms 1000] [--threads T] [--warmup-s 2] "
-                    "[--window-s 10] [--timeout-ms 500] [--window-file PATH]\n");
+                    "[--window-s 10] [--timeout-ms 500] [--window-file PATH] [--slot-ms MS]\n");
     exit(2);
 }
 
@@ -214,6 +217,7 @@ int main(int argc, char **argv)
         {"endpoint", 1, NULL, 'e'}, {"units", 1, NULL, 'u'},      {"read", 1, NULL, 'r'},
         {"interval-ms", 1, NULL, 'i'}, {"threads", 1, NULL, 't'}, {"warmup-s", 1, NULL, 'w'},
         {"window-s", 1, NULL, 'W'}, {"timeout-ms", 1, NULL, 'T'}, {"window-file", 1, NULL, 'F'},
+        {"slot-ms", 1, NULL, 's'},
         {NULL, 0, NULL, 0}};
     int o;
 
@@ -243,6 +247,7 @@ int main(int argc, char **argv)
         case 'W': window_s = atof(optarg); break;
         case 'T': g_timeout_ms = strtoull(optarg, NULL, 10); break;
         case 'F': window_file = optarg; break;
+        case 's': g_slot_ns = strtoull(optarg, NULL, 10) * 1000000ull; break;
         default: usage();
         }
     }
