@@ -21,6 +21,7 @@
 
 static const char *const mb_class_choices[] = {"ups", "hvac", "env", NULL};
 static const char *const mb_transport_choices[] = {"tcp", "rtu", NULL};
+static const char *const mb_connection_choices[] = {"own", "shared", NULL};
 static const char *const mb_parity_choices[] = {"none", "even", "odd", NULL};
 static const char *const mb_severity_choices[] = {"info", "minor", "major", "critical", NULL};
 const char *const mb_publish_names[] = {"telemetry", "state", "none", NULL};
@@ -200,6 +201,13 @@ static const ccgw_option_t mb_device_options[] = {
      .min = 1,
      .max = 65535,
      .doc = "tcp: port."},
+    {.key = "connection",
+     .type = CCGW_OPT_ENUM,
+     .def = "own",
+     .choices = mb_connection_choices,
+     .doc = "tcp: own = its own connection and worker (a silent device delays only itself); "
+            "shared = one connection and worker for every `shared` device on the same host "
+            "and port (units behind one gateway take turns, as on an RTU line)."},
     {.key = "serial",
      .type = CCGW_OPT_STRING,
      .doc = "rtu: serial device, e.g. /dev/ttyUSB0 (required for rtu)."},
@@ -1048,10 +1056,22 @@ static int build_links(mb_diag_t *dg, const ccgw_config_t *devs, mb_instance_t *
         const ccgw_config_t *dn = ccgw_config_at(devs, i);
         bool rtu = strcmp(ccgw_config_string(dn, "transport", "tcp"), "rtu") == 0;
         const char *serial = ccgw_config_string(dn, "serial", NULL);
+        bool shared = !rtu && strcmp(ccgw_config_string(dn, "connection", "own"), "shared") == 0;
+        const char *host = ccgw_config_string(dn, "host", "");
+        int port = (int)ccgw_config_int(dn, "port", 502);
         size_t l = mb->n_links;
         if (rtu && serial) {
             for (size_t k = 0; k < mb->n_links; k++) {
                 if (mb->links[k].transport == MB_RTU && strcmp(mb->links[k].serial, serial) == 0) {
+                    l = k;
+                    break;
+                }
+            }
+        } else if (shared) {
+            for (size_t k = 0; k < mb->n_links; k++) {
+                mb_link_t *lk = &mb->links[k];
+                if (lk->transport == MB_TCP && lk->shared && lk->port == port &&
+                    strcmp(lk->host, host) == 0) {
                     l = k;
                     break;
                 }
@@ -1061,8 +1081,9 @@ static int build_links(mb_diag_t *dg, const ccgw_config_t *devs, mb_instance_t *
             mb_link_t *lk = &mb->links[mb->n_links++];
             lk->mb = mb;
             lk->transport = rtu ? MB_RTU : MB_TCP;
-            lk->host = ccgw_config_string(dn, "host", "");
-            lk->port = (int)ccgw_config_int(dn, "port", 502);
+            lk->shared = shared;
+            lk->host = host;
+            lk->port = port;
             lk->serial = serial ? serial : "";
             lk->baud = (int)ccgw_config_int(dn, "baud", 9600);
             lk->parity = parity_char(ccgw_config_string(dn, "parity", "none"));
@@ -1073,10 +1094,23 @@ static int build_links(mb_diag_t *dg, const ccgw_config_t *devs, mb_instance_t *
             lk->sock_slot = -1;
             if (rtu)
                 snprintf(lk->name, sizeof lk->name, "rtu %s", lk->serial);
+            else if (shared)
+                snprintf(lk->name, sizeof lk->name, "tcp %s:%d (shared)", lk->host, lk->port);
             else
                 snprintf(lk->name, sizeof lk->name, "tcp %s:%d unit %d (%s)", lk->host, lk->port,
                          mb->devices[i].unit_id, mb->devices[i].id);
             first_dev[l] = i;
+        } else if (shared) {
+            /* Another unit behind the same TCP endpoint: units differ. */
+            for (size_t j = 0; j < i; j++) {
+                if (link_of[j] == l && mb->devices[j].unit_id == mb->devices[i].unit_id) {
+                    diag(dg, at_key(dn, "unit_id"),
+                         "device '%s': unit_id %d is already used on the shared connection to "
+                         "%s:%d by device '%s'",
+                         mb->devices[i].id, mb->devices[i].unit_id, host, port, mb->devices[j].id);
+                    break;
+                }
+            }
         } else {
             /* Another device on an RTU line: settings must agree, units differ. */
             mb_link_t *lk = &mb->links[l];

@@ -1,8 +1,9 @@
 /*
  * modbus_link.c - one worker thread per link: polling, writes, reachability.
  *
- * A link is one libmodbus context: a TCP device's own connection, or an RTU
- * serial line shared by its devices (half-duplex: one request at a time).
+ * A link is one libmodbus context: a TCP device's own connection, the one
+ * connection of the TCP devices with `connection: shared` on one host:port,
+ * or an RTU serial line shared by its devices (one request at a time).
  * Its worker alone uses the context. It sleeps on the link's job queue of
  * writes (ccgw/jobq.h, MB_WRITE_QUEUE_LEN; at the limit a write is answered
  * `busy`) until the next device is due or a write is queued, so a silent
@@ -885,7 +886,7 @@ int mb_links_start(mb_instance_t *mb)
         l->thread_started = true;
         char tname[16];
         snprintf(tname, sizeof tname, "mb:%s",
-                 l->n_devices == 1 ? l->devices[0]->id : l->serial);
+                 l->n_devices == 1 ? l->devices[0]->id : l->transport == MB_TCP ? l->host : l->serial);
         pthread_setname_np(l->thread, tname);
     }
     return CCGW_OK;
