@@ -21,6 +21,7 @@
 
 static const char *const mb_class_choices[] = {"ups", "hvac", "env", NULL};
 static const char *const mb_transport_choices[] = {"tcp", "rtu", NULL};
+static const char *const mb_connection_choices[] = {"own", "shared", NULL};
 static const char *const mb_parity_choices[] = {"none", "even", "odd", NULL};
 static const char *const mb_severity_choices[] = {"info", "minor", "major", "critical", NULL};
 const char *const mb_publish_names[] = {"telemetry", "state", "none", NULL};
@@ -200,6 +201,13 @@ static const ccgw_option_t mb_device_options[] = {
      .min = 1,
      .max = 65535,
      .doc = "tcp: port."},
+    {.key = "connection",
+     .type = CCGW_OPT_ENUM,
+     .def = "own",
+     .choices = mb_connection_choices,
+     .doc = "tcp: own = its own connection and worker (a silent device delays only itself); "
+            "shared = one connection and worker for every `shared` device on the same host "
+            "and port (units behind one gateway take turns, as on an RTU line)."},
     {.key = "serial",
      .type = CCGW_OPT_STRING,
      .doc = "rtu: serial device, e.g. /dev/ttyUSB0 (required for rtu)."},
@@ -284,18 +292,45 @@ static const ccgw_option_t mb_device_options[] = {
      .doc = "Default byte order of the device's registers."},
     {.key = "points",
      .type = CCGW_OPT_LIST,
-     .flags = CCGW_OPT_F_REQUIRED | CCGW_OPT_F_RANGE,
+     .flags = CCGW_OPT_F_RANGE,
      .min = 1,
      .max = 10000,
      .item_type = CCGW_OPT_OBJECT,
      .children = mb_point_options,
-     .doc = "The register map: one item per value."},
+     .doc = "The register map: one item per value. Required unless `profile` is given."},
+    {.key = "profile",
+     .type = CCGW_OPT_STRING,
+     .doc = "Take points (and commands, unless the device lists its own) from the profile "
+            "with this id (instance option `profiles`), instead of `points`."},
     {.key = "commands",
      .type = CCGW_OPT_LIST,
      .item_type = CCGW_OPT_OBJECT,
      .children = mb_alias_options,
      .doc = "Command aliases of the class vocabulary (hvac.start, hvac.set_setpoint), each "
             "writing one point."},
+    CCGW_OPTION_END,
+};
+
+static const ccgw_option_t mb_profile_options[] = {
+    {.key = "id",
+     .type = CCGW_OPT_STRING,
+     .flags = CCGW_OPT_F_REQUIRED | CCGW_OPT_F_RANGE,
+     .min = 1,
+     .max = 64,
+     .doc = "Profile id ([a-z0-9_.-]+), named by a device's `profile`."},
+    {.key = "points",
+     .type = CCGW_OPT_LIST,
+     .flags = CCGW_OPT_F_REQUIRED | CCGW_OPT_F_RANGE,
+     .min = 1,
+     .max = 10000,
+     .item_type = CCGW_OPT_OBJECT,
+     .children = mb_point_options,
+     .doc = "The register map shared by the devices of this profile, as a device's `points`."},
+    {.key = "commands",
+     .type = CCGW_OPT_LIST,
+     .item_type = CCGW_OPT_OBJECT,
+     .children = mb_alias_options,
+     .doc = "Command aliases shared by the devices of this profile, as a device's `commands`."},
     CCGW_OPTION_END,
 };
 
@@ -308,6 +343,15 @@ const ccgw_option_t mb_options[] = {
      .item_type = CCGW_OPT_OBJECT,
      .children = mb_device_options,
      .doc = "The Modbus devices of this instance."},
+    {.key = "profiles",
+     .type = CCGW_OPT_LIST,
+     .flags = CCGW_OPT_F_RANGE,
+     .min = 1,
+     .max = 1000,
+     .item_type = CCGW_OPT_OBJECT,
+     .children = mb_profile_options,
+     .doc = "Register maps shared by many devices of the same model: a device with "
+            "`profile: ID` takes the points (and commands) of the profile with that id."},
     CCGW_OPTION_END,
 };
 
@@ -872,8 +916,21 @@ out:
     return rc;
 }
 
-static int parse_device(mb_diag_t *dg, const ccgw_config_t *dn, mb_instance_t *mb,
-                        mb_device_t *d)
+/* The profile node named `id` in `profiles`, or NULL. */
+static const ccgw_config_t *find_profile(const ccgw_config_t *profiles, const char *id)
+{
+    size_t n = ccgw_config_count(profiles);
+    for (size_t i = 0; id && i < n; i++) {
+        const ccgw_config_t *pn = ccgw_config_at(profiles, i);
+        const char *pid = ccgw_config_string(pn, "id", NULL);
+        if (pid && strcmp(pid, id) == 0)
+            return pn;
+    }
+    return NULL;
+}
+
+static int parse_device(mb_diag_t *dg, const ccgw_config_t *dn, const ccgw_config_t *profiles,
+                        mb_instance_t *mb, mb_device_t *d)
 {
     int rc;
 
@@ -929,10 +986,27 @@ static int parse_device(mb_diag_t *dg, const ccgw_config_t *dn, mb_instance_t *m
     mb_order_t bo = (mb_order_t)lookup_or(mb_order_names,
                                           ccgw_config_string(dn, "byte_order", "big"), 0);
 
-    const ccgw_config_t *pts = ccgw_config_get(dn, "points");
+    /* points (and commands) come from the device or from its profile */
+    const ccgw_config_t *src = dn, *cmd_src = dn;
+    const char *profile = ccgw_config_string(dn, "profile", NULL);
+    if (profile) {
+        const ccgw_config_t *pf = find_profile(profiles, profile);
+        if (ccgw_config_get(dn, "points"))
+            diag(dg, at_key(dn, "profile"), "device '%s': give points or profile, not both", d->id);
+        else if (!pf)
+            diag(dg, at_key(dn, "profile"), "device '%s': no profile '%s' in profiles", d->id,
+                 profile);
+        else {
+            src = pf;
+            if (!ccgw_config_get(dn, "commands"))
+                cmd_src = pf;
+        }
+    }
+    const ccgw_config_t *pts = ccgw_config_get(src, "points");
     size_t np = ccgw_config_count(pts);
-    if (np == 0)
-        diag(dg, pts ? pts : dn, "device '%s': points must list at least one point", d->id);
+    if (np == 0 && !profile)
+        diag(dg, pts ? pts : dn, "device '%s': points must list at least one point (or give profile)",
+             d->id);
     d->points = calloc(np ? np : 1, sizeof *d->points);
     if (!d->points)
         return CCGW_ENOMEM;
@@ -942,10 +1016,10 @@ static int parse_device(mb_diag_t *dg, const ccgw_config_t *dn, mb_instance_t *m
         if (rc < 0)
             return rc;
     }
-    rc = check_names(dg, dn, d);
+    rc = check_names(dg, src, d);
     if (rc < 0)
         return rc;
-    rc = parse_aliases(dg, dn, d);
+    rc = parse_aliases(dg, cmd_src, d);
     if (rc < 0)
         return rc;
     if (dg->errors == 0 && np > 0) {
@@ -982,10 +1056,22 @@ static int build_links(mb_diag_t *dg, const ccgw_config_t *devs, mb_instance_t *
         const ccgw_config_t *dn = ccgw_config_at(devs, i);
         bool rtu = strcmp(ccgw_config_string(dn, "transport", "tcp"), "rtu") == 0;
         const char *serial = ccgw_config_string(dn, "serial", NULL);
+        bool shared = !rtu && strcmp(ccgw_config_string(dn, "connection", "own"), "shared") == 0;
+        const char *host = ccgw_config_string(dn, "host", "");
+        int port = (int)ccgw_config_int(dn, "port", 502);
         size_t l = mb->n_links;
         if (rtu && serial) {
             for (size_t k = 0; k < mb->n_links; k++) {
                 if (mb->links[k].transport == MB_RTU && strcmp(mb->links[k].serial, serial) == 0) {
+                    l = k;
+                    break;
+                }
+            }
+        } else if (shared) {
+            for (size_t k = 0; k < mb->n_links; k++) {
+                mb_link_t *lk = &mb->links[k];
+                if (lk->transport == MB_TCP && lk->shared && lk->port == port &&
+                    strcmp(lk->host, host) == 0) {
                     l = k;
                     break;
                 }
@@ -995,8 +1081,9 @@ static int build_links(mb_diag_t *dg, const ccgw_config_t *devs, mb_instance_t *
             mb_link_t *lk = &mb->links[mb->n_links++];
             lk->mb = mb;
             lk->transport = rtu ? MB_RTU : MB_TCP;
-            lk->host = ccgw_config_string(dn, "host", "");
-            lk->port = (int)ccgw_config_int(dn, "port", 502);
+            lk->shared = shared;
+            lk->host = host;
+            lk->port = port;
             lk->serial = serial ? serial : "";
             lk->baud = (int)ccgw_config_int(dn, "baud", 9600);
             lk->parity = parity_char(ccgw_config_string(dn, "parity", "none"));
@@ -1004,12 +1091,26 @@ static int build_links(mb_diag_t *dg, const ccgw_config_t *devs, mb_instance_t *
             lk->stop_bits = (int)ccgw_config_int(dn, "stop_bits", 1);
             lk->busy_fd = -1;
             lk->wake_fd = -1;
+            lk->sock_slot = -1;
             if (rtu)
                 snprintf(lk->name, sizeof lk->name, "rtu %s", lk->serial);
+            else if (shared)
+                snprintf(lk->name, sizeof lk->name, "tcp %s:%d (shared)", lk->host, lk->port);
             else
                 snprintf(lk->name, sizeof lk->name, "tcp %s:%d unit %d (%s)", lk->host, lk->port,
                          mb->devices[i].unit_id, mb->devices[i].id);
             first_dev[l] = i;
+        } else if (shared) {
+            /* Another unit behind the same TCP endpoint: units differ. */
+            for (size_t j = 0; j < i; j++) {
+                if (link_of[j] == l && mb->devices[j].unit_id == mb->devices[i].unit_id) {
+                    diag(dg, at_key(dn, "unit_id"),
+                         "device '%s': unit_id %d is already used on the shared connection to "
+                         "%s:%d by device '%s'",
+                         mb->devices[i].id, mb->devices[i].unit_id, host, port, mb->devices[j].id);
+                    break;
+                }
+            }
         } else {
             /* Another device on an RTU line: settings must agree, units differ. */
             mb_link_t *lk = &mb->links[l];
@@ -1059,9 +1160,19 @@ out:
 static int parse_all(mb_diag_t *dg, const ccgw_config_t *options, mb_instance_t *mb)
 {
     const ccgw_config_t *devs = ccgw_config_get(options, "devices");
+    const ccgw_config_t *profiles = ccgw_config_get(options, "profiles");
     size_t n = ccgw_config_count(devs);
     int rc;
     char buf[160];
+
+    for (size_t i = 0; i < ccgw_config_count(profiles); i++) {
+        const ccgw_config_t *pn = ccgw_config_at(profiles, i);
+        const char *id = ccgw_config_string(pn, "id", NULL);
+        if (!mb_is_id(id))
+            diag(dg, at_key(pn, "id"), "profile id '%s' must match [a-z0-9_.-]+", id ? id : "");
+        else if (find_profile(profiles, id) != pn)
+            diag(dg, at_key(pn, "id"), "duplicate profile id '%s'", id);
+    }
 
     if (n == 0) {
         diag(dg, devs ? devs : options, "devices must list at least one device");
@@ -1073,7 +1184,7 @@ static int parse_all(mb_diag_t *dg, const ccgw_config_t *options, mb_instance_t 
     mb->n_devices = n;
     for (size_t i = 0; i < n; i++) {
         const ccgw_config_t *dn = ccgw_config_at(devs, i);
-        rc = parse_device(dg, dn, mb, &mb->devices[i]);
+        rc = parse_device(dg, dn, profiles, mb, &mb->devices[i]);
         if (rc < 0)
             return rc;
         for (size_t j = 0; j < i; j++) {

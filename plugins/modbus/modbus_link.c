@@ -1,8 +1,9 @@
 /*
  * modbus_link.c - one worker thread per link: polling, writes, reachability.
  *
- * A link is one libmodbus context: a TCP device's own connection, or an RTU
- * serial line shared by its devices (half-duplex: one request at a time).
+ * A link is one libmodbus context: a TCP device's own connection, the one
+ * connection of the TCP devices with `connection: shared` on one host:port,
+ * or an RTU serial line shared by its devices (one request at a time).
  * Its worker alone uses the context. It sleeps on the link's job queue of
  * writes (ccgw/jobq.h, MB_WRITE_QUEUE_LEN; at the limit a write is answered
  * `busy`) until the next device is due or a write is queued, so a silent
@@ -15,6 +16,7 @@
  * on the instance thread.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -23,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/select.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -60,7 +63,7 @@ static bool is_timeout(int err)
 /* Not errno values: our own reasons. */
 #define MB_ERESOLVE (-1000) /* getaddrinfo failed */
 #define MB_ESTOPPED (-1001) /* cut short by stop() */
-#define MB_ELOWFD (-1002)   /* no descriptor below FD_SETSIZE left (ccgw/fd.h) */
+#define MB_EFDSETSIZE (-1002) /* no descriptor below FD_SETSIZE for it (libmodbus uses select) */
 
 /* A short human reason for errno `err` after a libmodbus call. */
 static void err_text(int err, char *buf, size_t len)
@@ -78,8 +81,8 @@ static void err_text(int err, char *buf, size_t len)
     case MB_ESTOPPED:
         s = "instance stopping";
         break;
-    case MB_ELOWFD:
-        s = "no descriptor below FD_SETSIZE left for libmodbus";
+    case MB_EFDSETSIZE:
+        s = "no descriptor below FD_SETSIZE (1024) left for libmodbus, which waits with select()";
         break;
     case ETIMEDOUT:
         s = "timeout";
@@ -147,12 +150,33 @@ static bool link_stopping(mb_link_t *l)
     return s;
 }
 
+/* Puts /dev/null on the link's reserved descriptor number (closing the socket
+ * that was there, atomically); -1 when it cannot (the slot is then given up). */
+static int slot_park(mb_link_t *l)
+{
+    int z = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (z < 0 || dup3(z, l->sock_slot, O_CLOEXEC) < 0) {
+        if (z >= 0)
+            close(z);
+        close(l->sock_slot);
+        l->sock_slot = -1;
+        return -1;
+    }
+    close(z);
+    return 0;
+}
+
 static void link_drop(mb_link_t *l)
 {
-    if (l->connected) {
+    if (!l->connected)
+        return;
+    if (l->transport == MB_TCP && l->sock_slot >= 0) {
+        slot_park(l); /* closes the socket; keeps the number for the next one */
+        modbus_set_socket(l->ctx, -1);
+    } else {
         modbus_close(l->ctx);
-        l->connected = false;
     }
+    l->connected = false;
 }
 
 static void set_device(mb_link_t *l, const mb_device_t *d)
@@ -239,13 +263,30 @@ static int tcp_connect(mb_link_t *l, const mb_device_t *d)
     freeaddrinfo(res);
     if (err)
         return err;
-    /* libmodbus waits with select(): the socket must be below FD_SETSIZE */
-    int low = ccgw_fd_low(fd);
-    if (low < 0) {
+    /* onto the reserved number below FD_SETSIZE (the new socket's may be above it) */
+    if (l->sock_slot >= 0 && fd != l->sock_slot) {
+        if (dup3(fd, l->sock_slot, O_CLOEXEC) < 0) {
+            err = errno;
+            close(fd);
+            return err;
+        }
         close(fd);
-        return MB_ELOWFD;
+        fd = l->sock_slot;
     }
-    modbus_set_socket(l->ctx, low);
+    if (fd >= FD_SETSIZE) { /* libmodbus would abort in FD_SET: the core's reserve (ccgw/fd.h) */
+        int low = ccgw_fd_low(fd);
+        if (low < 0) {
+            if (fd == l->sock_slot)
+                slot_park(l);
+            else
+                close(fd);
+            return MB_EFDSETSIZE;
+        }
+        if (fd == l->sock_slot)
+            l->sock_slot = low; /* the link keeps the low number from now on */
+        fd = low;
+    }
+    modbus_set_socket(l->ctx, fd);
     return 0;
 }
 
@@ -268,7 +309,7 @@ static int link_connect(mb_link_t *l, const mb_device_t *d)
         int s = modbus_get_socket(l->ctx), low = ccgw_fd_low(s);
         if (low < 0) {
             modbus_close(l->ctx);
-            return MB_ELOWFD;
+            return MB_EFDSETSIZE;
         }
         if (low != s)
             modbus_set_socket(l->ctx, low);
@@ -728,10 +769,16 @@ static void *link_main(void *arg)
             continue;
         }
         /* nothing due: sleep until the next poll, a write or stop() (which
-         * closes the queue) */
+         * closes the queue). poll() on the queue's descriptor rather than
+         * ccgw_jobq_wait(): one system call per sleep, where a condition
+         * variable's wait costs a second one (glibc takes the mutex back as
+         * contended, so its unlock always wakes through the kernel); with a
+         * thread per TCP device that was 5% of the gateway's CPU at 1,000
+         * devices (docs/performance.md, "Modbus at scale"). */
         uint64_t wait = next == UINT64_MAX ? 0 : next - now;
-        w = ccgw_jobq_wait(l->writes, next == UINT64_MAX ? -1 : wait > 600000u ? 600000 : (int)wait);
-        if (w)
+        struct pollfd pq = {.fd = ccgw_jobq_fd(l->writes), .events = POLLIN};
+        int pr = poll(&pq, 1, next == UINT64_MAX ? -1 : wait > 600000u ? 600000 : (int)wait);
+        if (pr != 0 && (w = ccgw_jobq_pop(l->writes)) != NULL)
             do_write(l, w);
         pthread_mutex_lock(&l->lock);
     }
@@ -775,12 +822,42 @@ static void link_close(mb_link_t *l)
         modbus_free(l->ctx);
         l->ctx = NULL;
     }
+    if (l->sock_slot >= 0) {
+        close(l->sock_slot);
+        l->sock_slot = -1;
+    }
+}
+
+/* Moves a descriptor above FD_SETSIZE when the limit allows, leaving the low
+ * numbers to the sockets libmodbus waits on with select(). */
+static int fd_up(int fd)
+{
+    int hi = fcntl(fd, F_DUPFD_CLOEXEC, FD_SETSIZE);
+    if (hi < 0)
+        return fd;
+    close(fd);
+    return hi;
 }
 
 int mb_links_start(mb_instance_t *mb)
 {
     uint64_t now = mono_ms();
+    size_t k = 0;
 
+    /* First a low descriptor number for every TCP link's socket, before any
+     * other descriptor of the links is made (libmodbus's select() needs the
+     * socket below FD_SETSIZE; see sock_slot). */
+    for (size_t i = 0; i < mb->n_links; i++) {
+        mb_link_t *l = &mb->links[i];
+        l->sock_slot = -1;
+        if (l->transport == MB_TCP)
+            l->sock_slot = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (l->sock_slot >= FD_SETSIZE) { /* a start or reload with many descriptors open */
+            int low = ccgw_fd_low(l->sock_slot);
+            if (low >= 0)
+                l->sock_slot = low;
+        }
+    }
     for (size_t i = 0; i < mb->n_links; i++) {
         mb_link_t *l = &mb->links[i];
         if (link_open(l) != 0) {
@@ -796,6 +873,8 @@ int mb_links_start(mb_instance_t *mb)
             return CCGW_ENOMEM;
         }
         l->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (l->wake_fd >= 0)
+            l->wake_fd = fd_up(l->wake_fd);
         if (l->wake_fd < 0) {
             LOG_ERROR(l, "%s: eventfd: %s", l->name, strerror(errno));
             link_close(l);
@@ -804,8 +883,17 @@ int mb_links_start(mb_instance_t *mb)
         }
         for (size_t j = 0; j < l->n_devices; j++) {
             mb_device_t *d = l->devices[j];
-            /* spread the first polls of a shared line a little */
-            d->next_poll_ms = now + (uint64_t)j * 10u;
+            /* Spread the first polls of the instance's devices over one interval
+             * (at most 1 s), in steps of MB_POLL_SLOT_MS: many devices polled at
+             * the same interval never fall due all together (a burst: requests
+             * queue at the devices and gateways, polls run tens of ms late), and
+             * the few that share a slot reach the core together, so its
+             * hand-offs and the MQTT writes are batched (one device per
+             * millisecond instead: twice the CPU at 1,000 devices;
+             * docs/performance.md, "Modbus at scale (h)"). */
+            uint64_t span = d->poll_interval_ms < 1000u ? d->poll_interval_ms : 1000u;
+            uint64_t off = (uint64_t)k++ * span / mb->n_devices;
+            d->next_poll_ms = now + off - off % MB_POLL_SLOT_MS;
             d->fail_streak = 0;
         }
         int rc = pthread_create(&l->thread, NULL, link_main, l);
@@ -818,7 +906,7 @@ int mb_links_start(mb_instance_t *mb)
         l->thread_started = true;
         char tname[16];
         snprintf(tname, sizeof tname, "mb:%s",
-                 l->n_devices == 1 ? l->devices[0]->id : l->serial);
+                 l->n_devices == 1 ? l->devices[0]->id : l->transport == MB_TCP ? l->host : l->serial);
         pthread_setname_np(l->thread, tname);
     }
     return CCGW_OK;

@@ -5,7 +5,8 @@
  *  - mb_instance_t (one per configured instance) owns devices and links.
  *    Everything is built in create() and freed in destroy(); no file-scope
  *    mutable state.
- *  - mb_link_t is one connection: a TCP device, or one RTU serial line shared
+ *  - mb_link_t is one connection: a TCP device, the TCP devices with
+ *    `connection: shared` on one host:port, or one RTU serial line shared
  *    by every device on it. Each link has one worker thread (started in
  *    start(), joined in stop()) that alone touches the libmodbus context and
  *    the devices' poll state. The link mutex guards `stop`, the write queue,
@@ -30,6 +31,7 @@
 
 #define MB_WRITE_QUEUE_LEN 16 /* pending writes per link; more -> `busy` */
 #define MB_REASON_LEN 96
+#define MB_POLL_SLOT_MS 20u   /* first polls are spread over the interval in steps of this */
 
 typedef struct mb_instance mb_instance_t;
 typedef struct mb_link mb_link_t;
@@ -142,6 +144,7 @@ typedef struct mb_write {
 struct mb_link {
     mb_instance_t *mb;
     mb_transport_t transport;
+    bool shared; /* tcp: devices with `connection: shared` on this host:port */
     char name[128]; /* "tcp 127.0.0.1:502" or "rtu /dev/ttyUSB0" */
     /* connection parameters (from the first device of the link) */
     const char *host;
@@ -156,6 +159,10 @@ struct mb_link {
 
     void *ctx; /* modbus_t *, worker-owned */
     bool connected;
+    /* tcp: the descriptor number this link's socket always gets (reserved at start, held by
+     * /dev/null while not connected), so that it stays below FD_SETSIZE: libmodbus 3.1 waits
+     * with select(), which aborts on a descriptor >= 1024. -1: none. */
+    int sock_slot;
 
     pthread_t thread;
     bool thread_started;

@@ -320,6 +320,34 @@ eq "server alive after clients left" "$(mb "${T[@]}" -a 2 -t 1 -r 1 -c 2 $H | pa
 
 stop_sim "$TCP_PID" "TCP simulator" tcp
 
+############################################################ generic devices
+echo "# --generic: units 1..N, input registers that move"
+"$SIM" --tcp 0 --generic 3 --hvac-unit 1 >/dev/null 2>&1
+eq "--generic with --hvac-unit: exit status" "$?" 2
+if start_sim gen --tcp 0 --generic 3 --generic-registers 50 --period-ms 100 --seed 3; then
+    GEN_PID=$SIM_PID
+    G=(-m tcp -p "${SIM_LINE##*:}" -o 1)
+    mapfile -t g1 < <(mb "${G[@]}" -a 3 -t 3 -0 -r 0 -c 50 $H) || bad "read unit 3 input 0+50: $(cat "$tmp/mb.err")"
+    eq "unit 3: 50 input registers" "${#g1[@]}" 50
+    check "unit 3 input 0 x0.1 (about 20 +- 2)" "$(s16 "${g1[0]:-0}")" 170 230
+    check "unit 3 input 9 x0.1 (about 29 +- 2)" "$(s16 "${g1[9]:-0}")" 260 320
+    sleep 0.3
+    mapfile -t g2 < <(mb "${G[@]}" -a 3 -t 3 -0 -r 0 -c 50 $H)
+    moved=0
+    for i in $(seq 0 49); do [ "${g1[$i]:-x}" != "${g2[$i]:-y}" ] && moved=$((moved + 1)); done
+    check "input registers changed after 3 steps" "$moved" 25 50
+    T=("${G[@]}")
+    reject "input 0+51 (map is 50)" "illegal data address" -a 1 -t 3 -0 -r 0 -c 51 $H
+    eq "holding 0..3 start at their address" "$(mb "${G[@]}" -a 2 -t 4 -0 -r 0 -c 4 $H | paste -sd,)" "0,1,2,3"
+    mb "${G[@]}" -a 2 -t 4 -0 -r 15 $H 4242 >/dev/null || bad "write holding 15: $(cat "$tmp/mb.err")"
+    eq "holding 15 read back" "$(mb "${G[@]}" -a 2 -t 4 -0 -r 15 $H)" 4242
+    eq "discrete 0..15 readable" "$(mb "${G[@]}" -a 1 -t 1 -0 -r 0 -c 16 $H | wc -l)" 16
+    if mb "${G[@]}" -a 4 -t 3 -0 -r 0 -c 1 $H >/dev/null; then bad "unit 4 (beyond --generic 3) answered"; else ok "unit 4 (beyond --generic 3) not answered"; fi
+    stop_sim "$GEN_PID" "generic simulator" gen
+else
+    bad "generic simulator did not start"
+fi
+
 ############################################################ RTU
 echo "# RTU over a socat pty pair"
 socat pty,raw,echo=0,link="$tmp/ptyA" pty,raw,echo=0,link="$tmp/ptyB" 2>"$tmp/socat.err" &

@@ -489,6 +489,71 @@ static void has_option_with_doc(const char *out, const char *key)
     H_FAIL("--describe-plugin modbus does not list option %s:\n%s", key, out);
 }
 
+/* modbus `profiles`: devices share a register map by profile id */
+static void modbus_profiles(void **state)
+{
+    char path[PATH_MAX];
+    doc d;
+    doc_base(&d);
+    doc_insert_after(&d, "    options:", "      profiles:");
+    doc_insert_after(&d, "      profiles:", "        - id: th");
+    doc_insert_after(&d, "        - id: th", "          points:");
+    doc_insert_after(&d, "          points:",
+                     "            - {name: humidity, table: input, address: 1, type: uint16, scale: 0.1}");
+    doc_append(&d, "        - {id: th2, class: env, host: 127.0.0.1, port: 1502, unit_id: 3, profile: th}");
+    doc_write(&d, "profile-ok.yaml", path, sizeof path);
+    run_result r = run_ccgw("--check-config", path, NULL, NULL);
+    H_ASSERT(exit_code(r.status) == 0, "--check-config %s: exit %d; stderr: %s", path, exit_code(r.status), r.err);
+    run_free(&r);
+
+    /* an unknown profile, and points and a profile together */
+    const char *bad = "        - {id: th3, class: env, host: 127.0.0.1, port: 1502, unit_id: 4, profile: nosuch}";
+    doc_append(&d, bad);
+    expect_diag w1[] = {{doc_line(&d, bad, 1), 0, "no profile 'nosuch'"}};
+    check_bad("profile-unknown.yaml", &d, w1, 1, 1);
+
+    doc_base(&d);
+    doc_insert_after(&d, "    options:", "      profiles:");
+    doc_insert_after(&d, "      profiles:", "        - id: th");
+    doc_insert_after(&d, "        - id: th", "          points:");
+    doc_insert_after(&d, "          points:", "            - {name: humidity, table: input, address: 1}");
+    doc_insert_after(&d, "          unit_id: 2", "          profile: th");
+    expect_diag w2[] = {{doc_line(&d, "          profile: th", 1), value_col("          profile: th"),
+                         "points or profile, not both"}};
+    check_bad("profile-and-points.yaml", &d, w2, 1, 1);
+}
+
+/* modbus `connection: shared`: units behind one host:port share a link, so their ids differ */
+static void modbus_shared_connection(void **state)
+{
+    char path[PATH_MAX];
+    doc d;
+    doc_base(&d);
+    doc_insert_after(&d, "          unit_id: 2", "          connection: shared");
+    const char *ok2 = "        - {id: th2, class: env, host: 127.0.0.1, port: 1502, unit_id: 3, connection: shared, "
+                      "points: [{name: t, table: input, address: 0}]}";
+    doc_append(&d, ok2);
+    doc_write(&d, "shared-ok.yaml", path, sizeof path);
+    run_result r = run_ccgw("--check-config", path, NULL, NULL);
+    H_ASSERT(exit_code(r.status) == 0, "--check-config %s: exit %d; stderr: %s", path, exit_code(r.status), r.err);
+    run_free(&r);
+
+    const char *dup = "        - {id: th3, class: env, host: 127.0.0.1, port: 1502, unit_id: 2, connection: shared, "
+                      "points: [{name: t, table: input, address: 0}]}";
+    doc_append(&d, dup);
+    expect_diag w1[] = {{doc_line(&d, dup, 1), 0, "unit_id 2 is already used on the shared connection"}};
+    check_bad("shared-dup-unit.yaml", &d, w1, 1, 1);
+
+    /* the same unit with its own connection is fine (a gateway may take several connections) */
+    doc_base(&d);
+    doc_append(&d, "        - {id: th2, class: env, host: 127.0.0.1, port: 1502, unit_id: 2, "
+                   "points: [{name: t, table: input, address: 0}]}");
+    doc_write(&d, "own-same-unit.yaml", path, sizeof path);
+    r = run_ccgw("--check-config", path, NULL, NULL);
+    H_ASSERT(exit_code(r.status) == 0, "--check-config %s: exit %d; stderr: %s", path, exit_code(r.status), r.err);
+    run_free(&r);
+}
+
 static void describe_plugin(void **state)
 {
     run_result r = run_ccgw("--describe-plugin", "modbus", "--plugin-dir", CCGW_PLUGIN_DIR);
@@ -522,6 +587,8 @@ int main(void)
         cmocka_unit_test(version),
         cmocka_unit_test(list_plugins),
         cmocka_unit_test(describe_plugin),
+        cmocka_unit_test(modbus_profiles),
+        cmocka_unit_test(modbus_shared_connection),
     };
     int failed = cmocka_run_group_tests_name("integration.check_config", tests, group_setup, group_teardown);
     return h_finish(failed);

@@ -27,6 +27,13 @@
  *    "online":true (start-up of many devices);
  *  - optionally samples the broker's $SYS/broker/publish/messages/received
  *    (and .../sent) counters (what reached and left the broker, whoever sent it).
+ *  - poll jitter (--jitter-interval-ms I, row (h)): per data topic, the
+ *    envelope's "ts" (ms, the gateway's clock) of consecutive messages; each
+ *    interval minus I is one sample. It waits until --expect-topics data
+ *    topics have spoken, then --settle-ms, then measures --window-s seconds
+ *    (writing --window-file when the window opens) and stops: jitter
+ *    p50/p99/max of |interval - I|, the largest late and early deviations,
+ *    messages per topic in the window (min/max) and seq gaps in the window.
  * It stops after --count unique messages (or the count written into --count-file
  * once the sender knows it: the file is read when it appears), --idle-ms
  * without messages (once one arrived), --sys-idle-ms without a rise of the
@@ -37,6 +44,8 @@
  *                  [--idle-ms MS] [--timeout-s S] [--distinct-online N]
  *                  [--sys] [--sys-idle-ms MS] [--clock monotonic|realtime] [--ready-file PATH]
  *                  [--max-samples N]
+ *                  [--jitter-interval-ms I --expect-topics N [--settle-ms MS] [--window-s S]
+ *                   [--window-file PATH]]
  */
 #include <arpa/inet.h>
 #include <getopt.h>
@@ -67,6 +76,9 @@ typedef struct topic_ent {
     uint64_t gaps;    /* seqs never seen in 1..max_seq (so far) */
     uint64_t *win;    /* bit (seq % SEQ_WIN): seq seen, for seqs in (max_seq - SEQ_WIN, max_seq] */
     bool online, state;
+    /* jitter mode */
+    int64_t last_ts_ms; /* envelope ts of the last message, 0 = none */
+    uint64_t w_msgs, w_last_seq, w_gaps; /* in the measuring window */
 } topic_ent_t;
 
 typedef struct sub {
@@ -88,6 +100,13 @@ typedef struct sub {
     uint64_t sys_t[4096], sys_v[4096], sys_st[4096], sys_sv[4096];
     size_t n_sys, n_sys_sent;
     uint64_t sys_changed_ns; /* last rise of the received counter (after the first sample) */
+    /* jitter mode (row h): 0 waiting for the topics, 1 settling, 2 measuring, 3 done */
+    uint64_t jit_interval_ms, expect_topics, n_data_topics;
+    int jit_state;
+    uint64_t jit_t0; /* CLOCK_MONOTONIC: start of the current state */
+    int64_t *jit;
+    size_t n_jit, cap_jit;
+    uint64_t w_msgs, w_no_ts;
     /* QoS 1 acknowledgements of the current read, written in one send() */
     unsigned char *ack;
     size_t n_ack, cap_ack;
@@ -144,6 +163,8 @@ static topic_ent_t *topic_get(sub_t *s, const char *t, size_t len)
     e->hash = h;
     e->state = ends_with(t, len, "/state");
     s->n_topics++;
+    if (!e->state)
+        s->n_data_topics++;
     return e;
 }
 
@@ -195,6 +216,65 @@ static void seq_data(sub_t *s, topic_ent_t *e, uint64_t seq, bool retain)
     }
 }
 
+/* days since 1970-01-01 of a civil date (H. Hinnant's days_from_civil) */
+static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
+{
+    y -= m <= 2;
+    const int64_t era = (y >= 0 ? y : y - 399) / 400;
+    const unsigned yoe = (unsigned)(y - era * 400);
+    const unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (int64_t)doe - 719468;
+}
+
+/* the envelope's "ts":"YYYY-MM-DDTHH:MM:SS.mmmZ" in ms since the epoch; 0 when absent */
+static int64_t json_ts_ms(const char *pl, size_t len)
+{
+    const char *p = memmem(pl, len, "\"ts\":\"", 6);
+    if (!p || (size_t)(pl + len - p) < 6 + 24)
+        return 0;
+    p += 6;
+    int v[7] = {0};
+    static const unsigned off[7] = {0, 5, 8, 11, 14, 17, 20}, w[7] = {4, 2, 2, 2, 2, 2, 3};
+    for (int i = 0; i < 7; i++)
+        for (unsigned k = 0; k < w[i]; k++) {
+            char c = p[off[i] + k];
+            if (c < '0' || c > '9')
+                return 0;
+            v[i] = v[i] * 10 + (c - '0');
+        }
+    return ((days_from_civil(v[0], (unsigned)v[1], (unsigned)v[2]) * 24 + v[3]) * 60 + v[4]) * 60000 +
+           (int64_t)v[5] * 1000 + v[6];
+}
+
+/* jitter mode: one data message of topic e */
+static void jitter_msg(sub_t *s, topic_ent_t *e, const char *pl, size_t len, uint64_t seq)
+{
+    int64_t ts = json_ts_ms(pl, len);
+    if (s->jit_state == 2) {
+        s->w_msgs++;
+        if (!ts)
+            s->w_no_ts++;
+        if (e->w_msgs && seq > e->w_last_seq + 1)
+            e->w_gaps += seq - e->w_last_seq - 1;
+        e->w_msgs++;
+        e->w_last_seq = seq;
+        if (ts && e->last_ts_ms) {
+            if (s->n_jit == s->cap_jit) {
+                size_t nc = s->cap_jit ? s->cap_jit * 2 : 65536;
+                int64_t *nj = realloc(s->jit, nc * sizeof *nj);
+                if (!nj)
+                    abort();
+                s->jit = nj;
+                s->cap_jit = nc;
+            }
+            s->jit[s->n_jit++] = ts - e->last_ts_ms - (int64_t)s->jit_interval_ms;
+        }
+    }
+    if (ts)
+        e->last_ts_ms = ts;
+}
+
 static void on_message(sub_t *s, const char *topic, size_t tlen, const char *pl, size_t len, bool retain,
                        uint64_t arrive, uint64_t mono)
 {
@@ -242,6 +322,8 @@ static void on_message(sub_t *s, const char *topic, size_t tlen, const char *pl,
             }
         } else {
             seq_data(s, e, seq, retain);
+            if (s->jit_interval_ms && !retain)
+                jitter_msg(s, e, pl, len, seq);
         }
     }
     if (!retain && bench_json_u64(pl, len, "t_ns", &t_ns) && s->n_lat < s->cap_lat)
@@ -481,17 +563,66 @@ static double sys_slope(const uint64_t *t, const uint64_t *v, size_t n, uint64_t
     return b > a ? (double)(v[b] - v[a]) / ((double)(t[b] - t[a]) / 1e9) : 0;
 }
 
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* jitter mode: a second JSON line with the window's figures (ms) */
+static void print_jitter(sub_t *s, double secs)
+{
+    int64_t late = 0, early = 0;
+    uint64_t tmin = UINT64_MAX, tmax = 0, gaps = 0, topics = 0, missed = 0;
+    for (size_t i = 0; i < s->n_jit; i++) {
+        if (s->jit[i] > late)
+            late = s->jit[i];
+        if (s->jit[i] < early)
+            early = s->jit[i];
+        s->jit[i] = s->jit[i] < 0 ? -s->jit[i] : s->jit[i];
+        if ((uint64_t)s->jit[i] * 2 > s->jit_interval_ms)
+            missed++; /* a poll skipped or more than half an interval late */
+    }
+    qsort(s->jit, s->n_jit, sizeof *s->jit, cmp_i64);
+    for (size_t i = 0; i < s->cap; i++) {
+        const topic_ent_t *e = &s->tab[i];
+        if (!e->topic || e->state)
+            continue;
+        if (e->w_msgs)
+            topics++;
+        if (e->w_msgs < tmin)
+            tmin = e->w_msgs;
+        if (e->w_msgs > tmax)
+            tmax = e->w_msgs;
+        gaps += e->w_gaps;
+    }
+    size_t n = s->n_jit;
+#define JP(q) (n ? s->jit[(size_t)((q) * (double)(n - 1) + 0.5)] : 0)
+    printf("{\"jitter\":1,\"state\":%d,\"window_s\":%.3f,\"expected_topics\":%" PRIu64 ",\"window_topics\":%" PRIu64
+           ",\"window_msgs\":%" PRIu64 ",\"msgs_per_s\":%.1f,\"per_topic_min\":%" PRIu64 ",\"per_topic_max\":%" PRIu64
+           ",\"window_seq_gaps\":%" PRIu64 ",\"no_ts\":%" PRIu64 ",\"intervals\":%zu,\"jitter_p50_ms\":%" PRId64
+           ",\"jitter_p99_ms\":%" PRId64 ",\"jitter_p999_ms\":%" PRId64 ",\"jitter_max_ms\":%" PRId64
+           ",\"late_max_ms\":%" PRId64 ",\"early_max_ms\":%" PRId64 ",\"missed\":%" PRIu64 "}\n",
+           s->jit_state, secs, s->expect_topics, topics, s->w_msgs, secs > 0 ? (double)s->w_msgs / secs : 0,
+           tmin == UINT64_MAX ? 0 : tmin, tmax, gaps, s->w_no_ts, n, JP(0.5), JP(0.99), JP(0.999),
+           n ? s->jit[n - 1] : 0, late, -early, missed);
+#undef JP
+}
+
 static void usage(void)
 {
     fprintf(stderr, "usage: ccgw-bench-sub --port P --topic FILTER [--topic ...] [--qos 0|1] "
                     "[--count N] [--count-file PATH] [--idle-ms MS] [--timeout-s S] [--distinct-online N] [--sys] "
-                    "[--sys-idle-ms MS] [--clock monotonic|realtime] [--ready-file PATH] [--max-samples N]\n");
+                    "[--sys-idle-ms MS] [--clock monotonic|realtime] [--ready-file PATH] [--max-samples N] "
+                    "[--jitter-interval-ms I --expect-topics N [--settle-ms MS] [--window-s S] [--window-file PATH]]\n");
     exit(2);
 }
 
 int main(int argc, char **argv)
 {
-    const char *host = "127.0.0.1", *ready_file = NULL, *count_file = NULL;
+    const char *host = "127.0.0.1", *ready_file = NULL, *count_file = NULL, *window_file = NULL;
+    uint64_t settle_ms = 2000;
+    double window_s = 10;
     const char *topics[16];
     int n_topics = 0, port = 0, qos = 1;
     uint64_t count = 0, idle_ms = 2000, sys_idle_ms = 0;
@@ -502,7 +633,9 @@ int main(int argc, char **argv)
         {"qos", 1, NULL, 'q'},       {"count", 1, NULL, 'n'},       {"idle-ms", 1, NULL, 'i'},
         {"timeout-s", 1, NULL, 'T'}, {"distinct-online", 1, NULL, 'o'}, {"sys", 0, NULL, 's'},
         {"clock", 1, NULL, 'c'},     {"ready-file", 1, NULL, 'r'},  {"max-samples", 1, NULL, 'm'},
-        {"count-file", 1, NULL, 'C'}, {"sys-idle-ms", 1, NULL, 'S'}, {NULL, 0, NULL, 0}};
+        {"count-file", 1, NULL, 'C'}, {"sys-idle-ms", 1, NULL, 'S'},
+        {"jitter-interval-ms", 1, NULL, 'J'}, {"expect-topics", 1, NULL, 'E'}, {"settle-ms", 1, NULL, 'L'},
+        {"window-s", 1, NULL, 'W'}, {"window-file", 1, NULL, 'F'}, {NULL, 0, NULL, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
@@ -524,10 +657,16 @@ int main(int argc, char **argv)
         case 'c': s.clk = strcmp(optarg, "realtime") == 0 ? CLOCK_REALTIME : CLOCK_MONOTONIC; break;
         case 'r': ready_file = optarg; break;
         case 'm': s.cap_lat = strtoull(optarg, NULL, 10); break;
+        case 'J': s.jit_interval_ms = strtoull(optarg, NULL, 10); break;
+        case 'E': s.expect_topics = strtoull(optarg, NULL, 10); break;
+        case 'L': settle_ms = strtoull(optarg, NULL, 10); break;
+        case 'W': window_s = atof(optarg); break;
+        case 'F': window_file = optarg; break;
         default: usage();
         }
     }
-    if (port <= 0 || qos < 0 || qos > 1 || (n_topics == 0 && !s.sys))
+    if (port <= 0 || qos < 0 || qos > 1 || (n_topics == 0 && !s.sys) ||
+        (s.jit_interval_ms && (!s.expect_topics || window_s <= 0)))
         usage();
     s.lat = malloc((s.cap_lat ? s.cap_lat : 1) * sizeof *s.lat);
     conn_t c = {.buf = malloc(RBUF + MAX_PACKET)};
@@ -625,6 +764,26 @@ int main(int argc, char **argv)
             why = "sys idle";
             break;
         }
+        if (s.jit_interval_ms) {
+            if (s.jit_state == 0 && s.n_data_topics >= s.expect_topics) {
+                s.jit_state = 1;
+                s.jit_t0 = now;
+            } else if (s.jit_state == 1 && now - s.jit_t0 >= settle_ms * 1000000ull) {
+                s.jit_state = 2;
+                s.jit_t0 = now;
+                if (window_file) {
+                    FILE *f = fopen(window_file, "w");
+                    if (f) {
+                        fputs("window\n", f);
+                        fclose(f);
+                    }
+                }
+            } else if (s.jit_state == 2 && (double)(now - s.jit_t0) / 1e9 >= window_s) {
+                s.jit_state = 3;
+                why = "window";
+                break;
+            }
+        }
         if ((double)(now - t_start) / 1e9 > timeout_s)
             break;
     }
@@ -663,6 +822,8 @@ int main(int argc, char **argv)
            pct(s.lat, s.n_lat, 0.99), pct(s.lat, s.n_lat, 0.999),
            s.n_lat ? (double)s.lat[s.n_lat - 1] / 1000.0 : 0, s.n_online, s.online_reached_rt, s.n_sys, sys_rate,
            sys_total, sys_sent_rate, sys_sent_total);
+    if (s.jit_interval_ms)
+        print_jitter(&s, s.jit_state == 3 ? window_s : (double)(bench_now_ns(CLOCK_MONOTONIC) - s.jit_t0) / 1e9);
     fflush(stdout);
     static const unsigned char disc[2] = {0xe0, 0};
     (void)bench_send_all(c.fd, disc, sizeof disc);
@@ -674,6 +835,7 @@ int main(int argc, char **argv)
     free(s.tab);
     free(s.lat);
     free(s.ack);
+    free(s.jit);
     free(c.buf);
     return 0;
 }

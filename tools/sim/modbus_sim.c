@@ -1,5 +1,6 @@
 /* modbus-sim: a Modbus TCP and RTU simulator of a precision air conditioner
- * and a temperature/humidity/water/smoke sensor, on libmodbus.
+ * and a temperature/humidity/water/smoke sensor, on libmodbus; or, with
+ * --generic N, of N generic devices (unit ids 1..N) for benchmarks at scale.
  *
  * Transport: one poll loop over the TCP listening socket, every TCP client
  * and the serial device. Frames are cut here (MBAP length for TCP, function
@@ -53,6 +54,8 @@ typedef struct {
     long stop_bits;
     long hvac_unit;
     long sensor_unit;
+    long generic;      /* 0, or that many generic devices at units 1..N */
+    long generic_regs; /* input registers of each generic device */
     bool unknown_exception;
     uint64_t seed;
     long period_ms;
@@ -69,8 +72,9 @@ typedef struct {
 
 typedef struct {
     sim_options opt;
-    sim_device *devices[2];
+    sim_device **devices;
     size_t n_devices;
+    sim_device *by_unit[256];
 
     modbus_t *tcp;
     int listen_fd;
@@ -145,6 +149,12 @@ static void usage(FILE *out)
             "Devices:\n"
             "  --hvac-unit N         unit id of the air conditioner (default 1, 0 = disabled)\n"
             "  --sensor-unit N       unit id of the sensor (default 2, 0 = disabled)\n"
+            "  --generic N           serve N generic devices (unit ids 1..N, N <= 247)\n"
+            "                        instead of the two above: 16 holding registers,\n"
+            "                        16 coils, 16 discrete inputs and input registers\n"
+            "                        that all move every step\n"
+            "  --generic-registers R input registers per generic device (default 64,\n"
+            "                        1..1000)\n"
             "  --unknown-unit ignore|exception\n"
             "                        a request for another unit id gets no answer (ignore,\n"
             "                        the default, like a real RTU device) or exception 0x0B\n"
@@ -189,6 +199,8 @@ enum {
     OPT_STOP_BITS,
     OPT_HVAC_UNIT,
     OPT_SENSOR_UNIT,
+    OPT_GENERIC,
+    OPT_GENERIC_REGS,
     OPT_UNKNOWN_UNIT,
     OPT_SEED,
     OPT_PERIOD_MS,
@@ -209,6 +221,8 @@ static int parse_options(int argc, char **argv, sim_options *o)
         {"stop-bits", required_argument, NULL, OPT_STOP_BITS},
         {"hvac-unit", required_argument, NULL, OPT_HVAC_UNIT},
         {"sensor-unit", required_argument, NULL, OPT_SENSOR_UNIT},
+        {"generic", required_argument, NULL, OPT_GENERIC},
+        {"generic-registers", required_argument, NULL, OPT_GENERIC_REGS},
         {"unknown-unit", required_argument, NULL, OPT_UNKNOWN_UNIT},
         {"seed", required_argument, NULL, OPT_SEED},
         {"period-ms", required_argument, NULL, OPT_PERIOD_MS},
@@ -232,7 +246,9 @@ static int parse_options(int argc, char **argv, sim_options *o)
         .seed = 1,
         .period_ms = 1000,
         .max_clients = 4096,
+        .generic_regs = 64,
     };
+    bool unit_given = false;
 
     while ((c = getopt_long(argc, argv, "vh", longopts, NULL)) != -1) {
         const char *bad = NULL;
@@ -281,10 +297,22 @@ static int parse_options(int argc, char **argv, sim_options *o)
             if (!parse_long(optarg, 0, 255, &o->hvac_unit)) {
                 bad = "--hvac-unit needs 0..255";
             }
+            unit_given = true;
             break;
         case OPT_SENSOR_UNIT:
             if (!parse_long(optarg, 0, 255, &o->sensor_unit)) {
                 bad = "--sensor-unit needs 0..255";
+            }
+            unit_given = true;
+            break;
+        case OPT_GENERIC:
+            if (!parse_long(optarg, 1, 247, &o->generic)) {
+                bad = "--generic needs 1..247";
+            }
+            break;
+        case OPT_GENERIC_REGS:
+            if (!parse_long(optarg, 1, SIM_GENERIC_MAX_INPUT, &o->generic_regs)) {
+                bad = "--generic-registers needs 1..1000";
             }
             break;
         case OPT_UNKNOWN_UNIT:
@@ -334,7 +362,14 @@ static int parse_options(int argc, char **argv, sim_options *o)
         log_msg("give --tcp PORT and/or --rtu DEVICE (see --help)");
         return 2;
     }
-    if (o->hvac_unit == 0 && o->sensor_unit == 0) {
+    if (o->generic > 0) {
+        if (unit_given) {
+            log_msg("--generic replaces --hvac-unit and --sensor-unit");
+            return 2;
+        }
+        o->hvac_unit = 0;
+        o->sensor_unit = 0;
+    } else if (o->hvac_unit == 0 && o->sensor_unit == 0) {
         log_msg("both devices are disabled");
         return 2;
     }
@@ -357,12 +392,7 @@ static int parse_options(int argc, char **argv, sim_options *o)
 
 static sim_device *find_device(sim_server *s, unsigned unit)
 {
-    for (size_t i = 0; i < s->n_devices; i++) {
-        if ((unsigned)sim_device_unit(s->devices[i]) == unit) {
-            return s->devices[i];
-        }
-    }
-    return NULL;
+    return unit < 256 ? s->by_unit[unit] : NULL;
 }
 
 static void log_request(const sim_server *s, const char *via, unsigned unit, const uint8_t *pdu,
@@ -458,7 +488,7 @@ static int tcp_open(sim_server *s)
         return -1;
     }
     modbus_set_debug(s->tcp, s->opt.debug);
-    s->listen_fd = modbus_tcp_listen(s->tcp, 128);
+    s->listen_fd = modbus_tcp_listen(s->tcp, 1024); /* many clients may connect at once */
     if (s->listen_fd < 0) {
         log_msg("listen on %s:%ld: %s", s->opt.bind_addr, s->opt.tcp_port, strerror(errno));
         return -1;
@@ -836,6 +866,46 @@ static void server_free(sim_server *s)
     for (size_t i = 0; i < s->n_devices; i++) {
         sim_device_free(s->devices[i]);
     }
+    free(s->devices);
+}
+
+/* Creates the devices the options ask for. -1 when out of memory. */
+static int devices_new(sim_server *s)
+{
+    const sim_options *o = &s->opt;
+    size_t n = o->generic > 0 ? (size_t)o->generic : 2;
+
+    s->devices = calloc(n, sizeof *s->devices);
+    if (s->devices == NULL) {
+        return -1;
+    }
+    for (long u = 1; u <= o->generic; u++) {
+        sim_device *d =
+            sim_device_new_generic((int)u, (unsigned)o->generic_regs, o->seed, (unsigned)o->period_ms);
+        if (d == NULL) {
+            return -1;
+        }
+        s->devices[s->n_devices++] = d;
+    }
+    if (o->hvac_unit != 0) {
+        sim_device *d = sim_device_new(SIM_KIND_HVAC, (int)o->hvac_unit, o->seed, (unsigned)o->period_ms);
+        if (d == NULL) {
+            return -1;
+        }
+        s->devices[s->n_devices++] = d;
+    }
+    if (o->sensor_unit != 0) {
+        sim_device *d =
+            sim_device_new(SIM_KIND_SENSOR, (int)o->sensor_unit, o->seed, (unsigned)o->period_ms);
+        if (d == NULL) {
+            return -1;
+        }
+        s->devices[s->n_devices++] = d;
+    }
+    for (size_t i = 0; i < s->n_devices; i++) {
+        s->by_unit[sim_device_unit(s->devices[i]) & 0xFF] = s->devices[i];
+    }
+    return 0;
 }
 
 static void raise_fd_limit(void)
@@ -872,23 +942,10 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
 
-    if (s.opt.hvac_unit != 0) {
-        s.devices[s.n_devices] = sim_device_new(SIM_KIND_HVAC, (int)s.opt.hvac_unit, s.opt.seed,
-                                                (unsigned)s.opt.period_ms);
-        if (s.devices[s.n_devices++] == NULL) {
-            log_msg("out of memory");
-            server_free(&s);
-            return 1;
-        }
-    }
-    if (s.opt.sensor_unit != 0) {
-        s.devices[s.n_devices] = sim_device_new(SIM_KIND_SENSOR, (int)s.opt.sensor_unit,
-                                                s.opt.seed, (unsigned)s.opt.period_ms);
-        if (s.devices[s.n_devices++] == NULL) {
-            log_msg("out of memory");
-            server_free(&s);
-            return 1;
-        }
+    if (devices_new(&s) < 0) {
+        log_msg("out of memory");
+        server_free(&s);
+        return 1;
     }
 
     if ((s.opt.tcp_port >= 0 && tcp_open(&s) < 0) ||
@@ -896,9 +953,16 @@ int main(int argc, char **argv)
         server_free(&s);
         return 1;
     }
-    log_msg("hvac unit %ld, sensor unit %ld, unknown units: %s, step %ld ms, seed %" PRIu64,
-            s.opt.hvac_unit, s.opt.sensor_unit, s.opt.unknown_exception ? "exception" : "ignored",
-            s.opt.period_ms, s.opt.seed);
+    if (s.opt.generic > 0) {
+        log_msg("%ld generic devices (units 1..%ld, %ld input registers each), unknown units: %s, "
+                "step %ld ms, seed %" PRIu64,
+                s.opt.generic, s.opt.generic, s.opt.generic_regs,
+                s.opt.unknown_exception ? "exception" : "ignored", s.opt.period_ms, s.opt.seed);
+    } else {
+        log_msg("hvac unit %ld, sensor unit %ld, unknown units: %s, step %ld ms, seed %" PRIu64,
+                s.opt.hvac_unit, s.opt.sensor_unit, s.opt.unknown_exception ? "exception" : "ignored",
+                s.opt.period_ms, s.opt.seed);
+    }
 
     rc = run(&s, &wait_mask);
     if (rc == 0) {

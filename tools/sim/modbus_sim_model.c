@@ -90,6 +90,14 @@ static const sim_hreg sensor_holding[] = {
     {SENSOR_HR_FORCE_SMOKE, true, false, 0, 1},
 };
 
+/* Generic device: holding 0..15, all writable, any value. */
+#define GH(a) {(a), true, false, 0, 65535}
+static const sim_hreg generic_holding[SIM_GENERIC_HOLDING] = {
+    GH(0), GH(1), GH(2),  GH(3),  GH(4),  GH(5),  GH(6),  GH(7),
+    GH(8), GH(9), GH(10), GH(11), GH(12), GH(13), GH(14), GH(15),
+};
+#undef GH
+
 static const sim_layout hvac_layout = {
     .name = "hvac",
     .holding = hvac_holding,
@@ -114,6 +122,7 @@ struct sim_device {
     sim_kind kind;
     int unit;
     const sim_layout *layout;
+    sim_layout own_layout; /* generic: its input register count is per device */
     modbus_mapping_t *map;
     uint64_t rng;
     uint64_t steps;
@@ -125,6 +134,9 @@ struct sim_device {
 
     /* sensor model */
     double temperature, rel_humidity;
+
+    /* generic model: per input register, a phase and a noise offset */
+    double *phase;
 };
 
 /* ---- small helpers */
@@ -542,12 +554,89 @@ static void sensor_step(sim_device *dev)
     sensor_publish(dev);
 }
 
+/* ---- generic model */
+
+/* Input register i (int16 x0.1): about 20 + (i mod 10), plus a sine of its
+ * own period (60..300 steps, amplitude 2) and noise of +-0.05: every
+ * register changes almost every step. Discrete input i: on while a sine of
+ * period 30 + 7i steps is above 0.8. Holding registers and coils keep what
+ * was written (holding i starts at i, coils at 0). */
+static void generic_publish(sim_device *dev)
+{
+    modbus_mapping_t *m = dev->map;
+    const uint64_t t = dev->steps;
+
+    for (unsigned i = 0; i < dev->layout->n_input; i++) {
+        double v = 20.0 + (double)(i % 10u) +
+                   2.0 * wave(t, 60.0 + (double)((i * 37u) % 241u), dev->phase[i]) +
+                   0.05 * noise(dev);
+        m->tab_input_registers[i] = enc_s16_tenths(v);
+    }
+    for (unsigned i = 0; i < SIM_GENERIC_DISCRETE; i++) {
+        m->tab_input_bits[i] = wave(t, 30.0 + 7.0 * i, dev->phase[i % dev->layout->n_input]) > 0.8;
+    }
+}
+
+static void generic_init(sim_device *dev)
+{
+    for (unsigned i = 0; i < dev->layout->n_input; i++) {
+        dev->phase[i] = M_PI * (noise(dev) + 1.0);
+    }
+    for (unsigned i = 0; i < SIM_GENERIC_HOLDING; i++) {
+        dev->map->tab_registers[i] = (uint16_t)i;
+    }
+    generic_publish(dev);
+}
+
 /* ---- device */
+
+sim_device *sim_device_new_generic(int unit, unsigned n_input, uint64_t seed, unsigned period_ms)
+{
+    sim_device *dev;
+
+    if (n_input < 1 || n_input > SIM_GENERIC_MAX_INPUT) {
+        return NULL;
+    }
+    dev = calloc(1, sizeof *dev);
+    if (dev == NULL) {
+        return NULL;
+    }
+    dev->kind = SIM_KIND_GENERIC;
+    dev->unit = unit;
+    dev->own_layout = (sim_layout){
+        .name = "generic",
+        .holding = generic_holding,
+        .n_holding = SIM_GENERIC_HOLDING,
+        .holding_size = SIM_GENERIC_HOLDING,
+        .n_coils = SIM_GENERIC_COILS,
+        .n_discrete = SIM_GENERIC_DISCRETE,
+        .n_input = n_input,
+    };
+    dev->layout = &dev->own_layout;
+    dev->period_ms = period_ms;
+    /* one noise stream per unit: the devices of one process differ */
+    dev->rng = seed ^ (UINT64_C(0xD1B54A32D192ED03) * (uint64_t)(SIM_KIND_GENERIC + 1)) ^
+               (UINT64_C(0x9E3779B97F4A7C15) * (uint64_t)unit);
+    dev->phase = calloc(n_input, sizeof *dev->phase);
+    dev->map = modbus_mapping_new_start_address(0, SIM_GENERIC_COILS, 0, SIM_GENERIC_DISCRETE, 0,
+                                                SIM_GENERIC_HOLDING, 0, n_input);
+    if (dev->phase == NULL || dev->map == NULL) {
+        sim_device_free(dev);
+        return NULL;
+    }
+    generic_init(dev);
+    return dev;
+}
 
 sim_device *sim_device_new(sim_kind kind, int unit, uint64_t seed, unsigned period_ms)
 {
-    sim_device *dev = calloc(1, sizeof *dev);
+    sim_device *dev;
     const sim_layout *l = kind == SIM_KIND_HVAC ? &hvac_layout : &sensor_layout;
+
+    if (kind == SIM_KIND_GENERIC) {
+        return sim_device_new_generic(unit, 64, seed, period_ms);
+    }
+    dev = calloc(1, sizeof *dev);
 
     if (dev == NULL) {
         return NULL;
@@ -575,7 +664,10 @@ sim_device *sim_device_new(sim_kind kind, int unit, uint64_t seed, unsigned peri
 void sim_device_free(sim_device *dev)
 {
     if (dev != NULL) {
-        modbus_mapping_free(dev->map);
+        if (dev->map != NULL) {
+            modbus_mapping_free(dev->map);
+        }
+        free(dev->phase);
         free(dev);
     }
 }
@@ -599,9 +691,9 @@ void sim_device_after_write(sim_device *dev)
 {
     if (dev->kind == SIM_KIND_HVAC) {
         hvac_refresh_flags(dev);
-    } else {
+    } else if (dev->kind == SIM_KIND_SENSOR) {
         sensor_publish(dev);
-    }
+    } /* generic: writes change nothing else */
 }
 
 void sim_device_before_reply(sim_device *dev, const uint8_t *pdu)
@@ -620,7 +712,9 @@ void sim_device_step(sim_device *dev)
     dev->steps++;
     if (dev->kind == SIM_KIND_HVAC) {
         hvac_step(dev);
-    } else {
+    } else if (dev->kind == SIM_KIND_SENSOR) {
         sensor_step(dev);
+    } else {
+        generic_publish(dev);
     }
 }

@@ -18,7 +18,14 @@
 typedef enum {
     SIM_KIND_HVAC,   /* precision air conditioner */
     SIM_KIND_SENSOR, /* temperature / humidity / water leak / smoke */
+    SIM_KIND_GENERIC, /* many registers that all move (--generic: benchmarks at scale) */
 } sim_kind;
+
+/* The generic device's fixed tables (README.md: "Generic devices"). */
+#define SIM_GENERIC_HOLDING 16
+#define SIM_GENERIC_COILS 16
+#define SIM_GENERIC_DISCRETE 16
+#define SIM_GENERIC_MAX_INPUT 1000
 
 typedef struct sim_device sim_device;
 
@@ -27,6 +34,9 @@ typedef struct sim_device sim_device;
  * the real time one sim_device_step() stands for (it advances run_time).
  * Returns NULL when out of memory. */
 sim_device *sim_device_new(sim_kind kind, int unit, uint64_t seed, unsigned period_ms);
+/* A generic device (SIM_KIND_GENERIC) with `n_input` input registers
+ * (1..SIM_GENERIC_MAX_INPUT) that move every step. NULL when out of memory. */
+sim_device *sim_device_new_generic(int unit, unsigned n_input, uint64_t seed, unsigned period_ms);
 void sim_device_free(sim_device *dev);
 
 int sim_device_unit(const sim_device *dev);
