@@ -782,35 +782,29 @@ int ccgw_spool_next(ccgw_spool_t *sp, ccgw_spool_rec_t *rec)
             continue;
         }
         uint64_t off = sp->rd_off;
+        /* the record in memory, the writer's mapping or the copy of its
+         * latest appends: read it there, under the lock (no system call;
+         * written by this process this boot, so the CRC is not checked again) */
+        const unsigned char *mem = NULL;
+        uint64_t mem_end = 0, *counter = NULL;
         if (sp->wmap && is_active(sp, (size_t)i)) {
-            /* the record is in the writer's mapping: read it there, under
-             * the lock (no system call; written by this process this boot,
-             * so the CRC is not checked again) */
-            hdr_t h = {0};
-            const unsigned char *rp = sp->wmap + off;
-            hdr_get(rp, &h);
-            int t = take_record(sp, &s, off, hdr_sane(&h) && off + h.len <= s.bytes, rp, &h, rec);
-            if (t == TAKE_NEXT)
-                continue;
-            if (t == TAKE_LATER)
-                break;
-            sp->st.read_mapped++;
-            pthread_mutex_unlock(&sp->lock);
-            return 1;
+            mem = sp->wmap + off;
+            mem_end = s.bytes;
+            counter = &sp->st.read_mapped;
+        } else if (sp->tail_seg == s.first && off >= sp->tail_off && off + HDR <= sp->tail_end) {
+            mem = sp->tail + (off - sp->tail_off);
+            mem_end = sp->tail_end;
+            counter = &sp->st.read_memory;
         }
-        if (sp->tail_seg == s.first && off >= sp->tail_off && off + HDR <= sp->tail_end) {
-            /* just written: read it from the tail copy, under the lock (no
-             * system call; written by this process, the CRC is not checked
-             * again) */
+        if (mem) {
             hdr_t h = {0};
-            const unsigned char *rp = sp->tail + (off - sp->tail_off);
-            hdr_get(rp, &h);
-            int t = take_record(sp, &s, off, hdr_sane(&h) && off + h.len <= sp->tail_end, rp, &h, rec);
+            hdr_get(mem, &h);
+            int t = take_record(sp, &s, off, hdr_sane(&h) && off + h.len <= mem_end, mem, &h, rec);
             if (t == TAKE_NEXT)
                 continue;
             if (t == TAKE_LATER)
                 break;
-            sp->st.read_memory++;
+            (*counter)++;
             pthread_mutex_unlock(&sp->lock);
             return 1;
         }
