@@ -18,6 +18,7 @@
 
 #include <net-snmp/net-snmp-config.h>
 #include <net-snmp/net-snmp-includes.h>
+#include <net-snmp/library/large_fd_set.h>
 
 #include "snmp_plugin.h"
 
@@ -236,20 +237,24 @@ static bool trap_stopping(snmp_t *s)
     return st;
 }
 
+/* net-snmp's large descriptor sets throughout: the trap socket may be above
+ * FD_SETSIZE (opened by a reload while thousands of WebSocket clients are
+ * connected), which a plain fd_set cannot hold. */
 static void *trap_thread(void *arg)
 {
     snmp_t *s = arg;
+    netsnmp_large_fd_set fds;
+    netsnmp_large_fd_set_init(&fds, FD_SETSIZE);
     while (!trap_stopping(s)) {
         int maxfd = 0, block = 0;
-        fd_set fds;
-        FD_ZERO(&fds);
+        NETSNMP_LARGE_FD_ZERO(&fds);
         struct timeval tv = {0, 0};
-        snmp_sess_select_info(s->trap_sess, &maxfd, &fds, &tv, &block);
+        snmp_sess_select_info2(s->trap_sess, &maxfd, &fds, &tv, &block);
         struct pollfd p[1 + 4];
         int np = 0;
         p[np++] = (struct pollfd){.fd = s->trap_wake, .events = POLLIN};
         for (int fd = 0; fd < maxfd && np < 5; fd++) {
-            if (FD_ISSET(fd, &fds))
+            if (NETSNMP_LARGE_FD_ISSET(fd, &fds))
                 p[np++] = (struct pollfd){.fd = fd, .events = POLLIN};
         }
         int n = poll(p, (nfds_t)np, 1000);
@@ -261,13 +266,14 @@ static void *trap_thread(void *arg)
             (void)r;
             continue;
         }
-        FD_ZERO(&fds);
+        NETSNMP_LARGE_FD_ZERO(&fds);
         for (int i = 1; i < np; i++) {
             if (p[i].revents)
-                FD_SET(p[i].fd, &fds);
+                NETSNMP_LARGE_FD_SET(p[i].fd, &fds);
         }
-        snmp_sess_read(s->trap_sess, &fds);
+        snmp_sess_read2(s->trap_sess, &fds);
     }
+    netsnmp_large_fd_set_cleanup(&fds);
     return NULL;
 }
 

@@ -11,10 +11,15 @@
  *    low descriptors empty here (it is taken at start-up, and this start had
  *    none free): the Modbus devices go offline with that reason, the refusals
  *    are counted, and nothing crashes. (unit.fdlow covers the reserve.)
+ *  - net-snmp's trap receiver takes a v2c trap on its socket up there (the
+ *    plugin uses net-snmp's large descriptor sets; a plain fd_set cannot
+ *    hold it).
  */
 #include "harness.h"
 
+#include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
@@ -23,7 +28,10 @@
 
 #define HIGH_FD 1100
 
+#define SNMPTRAP_BIN "/usr/bin/snmptrap"
+
 static h_world W;
+static int g_trap_port;
 static int g_fds[HIGH_FD];
 static int g_nfds;
 
@@ -75,6 +83,34 @@ static int group_setup(void **state)
     W.opts = (h_gw_opts){.poll_ms = 500, .reconnect_max_ms = 1000, .mqtt_port = W.broker->port,
                          .hvac_port = W.sim->port, .env_port = W.sim->port};
     if (h_gw_write_config(W.env, "ccgw.yaml", &W.opts, W.config, sizeof W.config) != 0)
+        return -1;
+    /* and an SNMP instance: its trap receiver, and a target nobody answers */
+    g_trap_port = h_free_port();
+    char *yaml = h_read_file(W.config), extra[512];
+    snprintf(extra, sizeof extra,
+             "  - id: power\n"
+             "    plugin: snmp\n"
+             "    options:\n"
+             "      trap_port: %d\n"
+             "      trap_address: 127.0.0.1\n"
+             "      traps:\n"
+             "        - {oid: 1.3.6.1.4.1.99999.0.7, device: room1-ups, event: test.trap}\n"
+             "      targets:\n"
+             "        - {id: room1-ups, class: ups, host: 127.0.0.1, port: %d, community: public,\n"
+             "           poll_interval_ms: 5000, timeout_ms: 500, retries: 0}\n",
+             g_trap_port, h_free_port());
+    size_t yl = yaml ? strlen(yaml) : 0;
+    char *all = yaml ? malloc(yl + strlen(extra) + 1) : NULL;
+    if (!all) {
+        free(yaml);
+        return -1;
+    }
+    memcpy(all, yaml, yl);
+    strcpy(all + yl, extra);
+    int wrc = h_write_file(W.config, all);
+    free(all);
+    free(yaml);
+    if (wrc != 0)
         return -1;
     if (occupy_low_fds() != 0) {
         h_log("cannot open %d descriptors", HIGH_FD);
@@ -144,6 +180,30 @@ static void modbus_refuses_high_fds_without_crashing(void **state)
     H_ASSERT(h_proc_alive(W.gw), "ccgw must not abort");
 }
 
+static void snmp_trap_above_fd_setsize(void **state)
+{
+    (void)state;
+    if (access(SNMPTRAP_BIN, X_OK) != 0) {
+        h_log("%s missing (package snmp): case skipped", SNMPTRAP_BIN);
+        skip();
+    }
+    H_EXPECT(W.sub, 0, H_PREFIX "/hq/gateway/gw1/instance/power", "{\"state\":\"running\"}", h_scaled(8000));
+    char dest[64];
+    snprintf(dest, sizeof dest, "127.0.0.1:%d", g_trap_port);
+    /* a mapped trap: the event test.trap on room1-ups */
+    const char *argv[] = {SNMPTRAP_BIN, "-v", "2c", "-c", "public", "-M", "/dev/null", "-m", "", dest, "",
+                          "1.3.6.1.4.1.99999.0.7", NULL};
+    size_t from = h_mqtt_mark(W.sub);
+    const h_msg *e = NULL;
+    for (int i = 0; i < 3 && !e; i++) { /* UDP: once more if the first was early */
+        H_ASSERT(h_run(W.env, "snmptrap", argv, h_scaled(3000), NULL, NULL) == 0, "snmptrap");
+        e = h_mqtt_wait_match(W.sub, from, H_PREFIX "/hq/ups/room1-ups/event/test.trap",
+                              "{\"type\":\"test.trap\"}", h_scaled(1500));
+    }
+    H_ASSERT(e != NULL, "the trap received on a socket above FD_SETSIZE becomes the event test.trap");
+    H_ASSERT(h_proc_alive(W.gw), "ccgw must not abort");
+}
+
 static void reconnects_above_fd_setsize(void **state)
 {
     (void)state;
@@ -165,6 +225,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(connects_above_fd_setsize),
         cmocka_unit_test(modbus_refuses_high_fds_without_crashing),
+        cmocka_unit_test(snmp_trap_above_fd_setsize),
         cmocka_unit_test(reconnects_above_fd_setsize),
     };
     int failed = cmocka_run_group_tests_name("integration.mqtt_fds", tests, group_setup, group_teardown);
