@@ -18,7 +18,7 @@ static int g_slots[CCGW_FDLOW_RESERVE];
 static size_t g_n, g_cap;
 static uint64_t g_moved, g_refused;
 
-/* One more low placeholder (g_lock held): false when the lowest free
+/* One more low descriptor held on /dev/null (g_lock held): false when the lowest free
  * descriptor is not below FD_SETSIZE any more. */
 static bool take_one_locked(void)
 {

@@ -1,6 +1,6 @@
 /*
  * fdlow - the core's side of <ccgw/fd.h>: a reserve of descriptors below
- * FD_SETSIZE (placeholders on /dev/null, close-on-exec), taken at start-up
+ * FD_SETSIZE (each held open on /dev/null, close-on-exec), taken at start-up
  * while descriptor numbers are still low, handed out by ccgw_fd_low() and
  * refilled from low numbers that became free again.
  *
