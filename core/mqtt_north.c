@@ -449,15 +449,15 @@ static void schedule_retry(ccgw_mqtt_t *m)
 }
 
 /* A connection attempt failed before the broker accepted it. */
-static void attempt_failed(ccgw_mqtt_t *m, int rc, int err, bool had_socket)
+static void attempt_failed(ccgw_mqtt_t *m, int rc, int err)
 {
     const ccgw_mqtt_config_t *c = &m->gw->cfg->mqtt;
     m->failures++;
     /* over TLS the broker's reason (an alert: certificate required, unknown
      * CA) may be lost to the connection's reset; say where to look */
-    bool tls_drop = c->tls && had_socket &&
+    bool tls_drop = c->tls &&
                     (rc == MOSQ_ERR_PROTOCOL || rc == MOSQ_ERR_CONN_LOST || rc == MOSQ_ERR_TLS ||
-                     (rc == MOSQ_ERR_ERRNO && (err == ECONNRESET || err == EPIPE)));
+                     (rc == MOSQ_ERR_ERRNO && (err == ECONNRESET || err == EPIPE || err == EPROTO || err == ECONNABORTED)));
     if (!m->refused && (m->failures & (m->failures - 1)) == 0) /* 1, 2, 4, 8 ... */
         CLOG_WARN(TAG, "cannot connect to %s:%d: %s%s (attempt %llu); retrying with backoff", c->host, c->port,
                   err_text(rc, err),
@@ -490,7 +490,7 @@ static void socket_closed(ccgw_mqtt_t *m)
     if (was_stale)
         return; /* counted when it timed out; the retry is scheduled */
     if (m->handshake)
-        attempt_failed(m, m->last_rc, m->last_errno, true);
+        attempt_failed(m, m->last_rc, m->last_errno);
     else
         schedule_retry(m);
 }
@@ -514,7 +514,7 @@ static void start_attempt(ccgw_mqtt_t *m)
         m->handshake_until = ccgw_now_ms() + CONNECT_TIMEOUT_MS;
         return;
     }
-    attempt_failed(m, rc == MOSQ_ERR_SUCCESS ? MOSQ_ERR_NO_CONN : rc, err, false);
+    attempt_failed(m, rc == MOSQ_ERR_SUCCESS ? MOSQ_ERR_NO_CONN : rc, err);
 }
 
 /* ccgw_mqtt_stop() and ccgw_mqtt_reconnect(), asked from other threads. */
@@ -569,7 +569,7 @@ static void sink_wait(void *ctx, int timeout_ms)
     if (m->handshake && !atomic_load(&m->stop_req)) {
         uint64_t now = ccgw_now_ms();
         if (!m->stale && now >= m->handshake_until) {
-            attempt_failed(m, MOSQ_ERR_ERRNO, ETIMEDOUT, true); /* logged, next_try_ms set */
+            attempt_failed(m, MOSQ_ERR_ERRNO, ETIMEDOUT); /* logged, next_try_ms set */
             m->stale = true;
         }
         if (m->stale) { /* the next attempt replaces its socket */
